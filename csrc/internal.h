@@ -1,0 +1,137 @@
+/*
+ * internal.h -- declarations shared by the C files of the core; not part of
+ * the binding. Byte layouts are specified in docs/FORMAT.md; the constants
+ * here are that spec in code: changing one changes the format version.
+ */
+#ifndef PYLOG_INTERNAL_H
+#define PYLOG_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "pylog.h"
+
+/* ---- on-disk format (docs/FORMAT.md) ---------------------------------- */
+#define PL_FORMAT_VERSION 1
+#define PL_SEG_MAGIC "PYLOGSEG"
+#define PL_IDX_MAGIC "PYLOGIDX"
+#define PL_SEG_HDR 32   /* segment file header */
+#define PL_BATCH_HDR 48 /* batch header */
+#define PL_REC_HDR 20   /* record header */
+#define PL_IDX_HDR 56   /* index file header */
+#define PL_IDX_ENTRY 16 /* one index entry */
+/* Positions inside a segment are u32: a segment never exceeds this. */
+#define PL_SEG_MAX ((int64_t)UINT32_MAX)
+
+static inline void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline uint32_t get32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline uint64_t get64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* ---- errors (err.c) ---------------------------------------------------- */
+/* Record the calling thread's error and return -code. */
+int pl_err(int code, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- I/O layer (io.c): every file-system call of the core -------------- */
+int pl_io_open(const char *path, int flags, int mode);
+int pl_io_close(int fd);
+int pl_io_pwrite(int fd, const void *buf, size_t n, off_t off);
+int pl_io_pread(int fd, void *buf, size_t n, off_t off); /* full or -1 */
+int pl_io_fdatasync(int fd);
+int pl_io_fsync_dir(const char *dir);
+int pl_io_fallocate(int fd, off_t len);
+int pl_io_ftruncate(int fd, off_t len);
+int pl_io_fstat_size(int fd, int64_t *size);
+int pl_io_rename(const char *from, const char *to);
+int pl_io_unlink(const char *path);
+/* The write point of an append (the batch is built in the map at dst):
+ * returns 0, or -1 with errno set when a fault is armed (io.c). */
+int pl_io_write_map(uint8_t *dst, size_t n);
+/* A refcounted mapping; pl_io_map returns it with one reference. */
+pl_map *pl_io_map(int fd, int64_t len, int writable);
+void pl_map_ref(pl_map *m);
+void pl_map_kill(pl_map *m); /* mark dead and drop the owner's reference */
+
+struct pl_map {
+    uint8_t *base;
+    int64_t len;
+    atomic_int refs;
+    atomic_int dead;
+};
+
+/* ---- segments (segment.c) ---------------------------------------------- */
+typedef struct pl_idx_entry {
+    uint32_t rel;    /* offset - segment base */
+    uint32_t pos;    /* byte position of a batch */
+    int64_t max_ts;  /* max timestamp of the batches before pos */
+} pl_idx_entry;
+
+typedef struct pl_segment {
+    int64_t base;        /* base offset = file name */
+    char *path;          /* .../BASE.log */
+    int fd;              /* -1 until opened */
+    pl_map *map;         /* NULL until loaded */
+    int sealed;          /* not the active segment */
+    int loaded;          /* sealed: map and index ready */
+    int dirty;           /* written since the last fdatasync */
+    int trusted;         /* every batch below pub_pos verified already */
+    _Atomic int64_t pub_pos;   /* bytes readers may read (header incl.) */
+    _Atomic int64_t verified;  /* sealed: batches below are verified */
+    int64_t end;         /* next offset after this segment's last record */
+    int64_t cap;         /* mapped length */
+    int64_t bad_pos;     /* sealed: first position that failed (-1) */
+    int64_t max_ts;      /* max timestamp in the segment */
+    /* index: active: malloc'd; sealed: points into idx_map */
+    pl_idx_entry *idx;
+    _Atomic uint32_t nidx;
+    uint32_t idx_cap;
+    uint8_t *idx_owned;  /* malloc'd block behind idx, or NULL */
+    pl_map *idx_map;
+    int64_t last_idx_pos;
+    int64_t run_max_ts;  /* running max while appending */
+} pl_segment;
+
+/* Result of checking the batch at `pos`. */
+typedef struct pl_batch {
+    int64_t pos, len, count, base, first_ts, max_ts;
+} pl_batch;
+
+/* Parse the batch header at pos (bounds and fields, no checksum).
+ * Returns 1 for a batch, 0 for the clean end (zeros), -1 for garbage. */
+int pl_batch_parse(const uint8_t *data, int64_t limit, int64_t pos,
+                   pl_batch *b);
+int pl_batch_checksum_ok(const uint8_t *data, const pl_batch *b);
+void pl_seg_header_write(uint8_t *hdr, int64_t base);
+int pl_seg_header_check(const uint8_t *hdr, int64_t base);
+char *pl_seg_path(const char *dir, int64_t base, const char *ext);
+/* Append an index entry if due (caller holds the writer lock). */
+void pl_seg_index_add(pl_segment *s, const pl_batch *b, int64_t interval);
+int pl_seg_index_alloc(pl_segment *s, int64_t cap_bytes, int64_t interval);
+/* Scan batches from the header on; fills index, end, max_ts; returns the
+ * position after the last valid batch in *valid_end. 1 if the scan stopped
+ * at garbage (not at a clean end), 0 otherwise. */
+int pl_seg_scan(pl_segment *s, const uint8_t *data, int64_t limit,
+                int64_t interval, int64_t *valid_end);
+int pl_seg_index_write(const pl_segment *s, const char *dir);
+/* Load a sealed segment's index file if it matches the segment. */
+int pl_seg_index_load(pl_segment *s, int64_t seg_len, int64_t next_base);
+/* Find the last index entry with rel <= target_rel (or the header). */
+int64_t pl_seg_index_find(const pl_segment *s, int64_t rel);
+int64_t pl_seg_index_find_time(const pl_segment *s, int64_t ts);
+void pl_seg_free(pl_segment *s);
+
+int64_t pl_now_ms(void);
+
+#endif

@@ -1,0 +1,190 @@
+/*
+ * pylog.h -- the C core of pylog: an append-only, segmented log per topic.
+ *
+ * This header is the manual of the core. The Python binding (pylog/_binding.py)
+ * is its only user; docs/FORMAT.md specifies the bytes these functions write.
+ *
+ * Conventions
+ *   - Functions return int or int64_t. A value >= 0 is success (a count, an
+ *     offset or 0). A negative value is one of the PL_E* codes below. The
+ *     calling thread can then ask pl_errmsg() for a message naming the file,
+ *     the offset and the cause, and pl_errno() for the OS errno (0 if none).
+ *     Both are thread-local: they stay valid until the thread's next call.
+ *   - "On error nothing is modified" unless the function says otherwise: a
+ *     failed append publishes nothing, and the bytes it may have copied past
+ *     the published end are overwritten by the next append.
+ *   - Every function is thread-safe. One writer at a time per topic (a mutex);
+ *     readers take a read lock on the segment list only, never the writer's
+ *     mutex, so readers never wait for an append.
+ *   - Pointers into segment data stay valid while the pl_map that holds them
+ *     is referenced (see pl_map_unref). Closing or deleting never unmaps a
+ *     referenced map.
+ */
+#ifndef PYLOG_H
+#define PYLOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Error codes (negated in return values). Stable: Python maps them. */
+#define PL_OK 0
+#define PL_ECLOSED 1   /* the topic was closed */
+#define PL_EINVAL 2    /* bad argument (message says which) */
+#define PL_ETOOBIG 3   /* a record is larger than max_record_bytes */
+#define PL_ECORRUPT 4  /* a checksum or structure check failed */
+#define PL_EIO 5       /* the OS refused (pl_errno() has errno) */
+#define PL_EFAILED 6   /* sticky: an earlier fsync failed; reopen the topic */
+#define PL_ERANGE 7    /* offset outside [start_offset, end_offset] */
+#define PL_ENOMEM 8    /* out of memory */
+#define PL_EFORMAT 9   /* unknown format version or foreign file */
+#define PL_ETIMEDOUT 10 /* a wait ended without the condition */
+#define PL_ENOTFOUND 11 /* no such record (offset_for_time past the end) */
+
+/* Durability modes (see README and invariant 4 in topic.c). */
+#define PL_SYNC_NONE 0
+#define PL_SYNC_INTERVAL 1
+#define PL_SYNC_ALWAYS 2
+
+/* Values for the `op` of pl_fault_set. */
+#define PL_IO_WRITE 0     /* pwrite and the copy of a batch into the map */
+#define PL_IO_FSYNC 1     /* fdatasync / fsync of files and directories */
+#define PL_IO_FALLOCATE 2 /* preallocation of a new segment */
+#define PL_IO_OPEN 3      /* open/creat of files */
+#define PL_IO_NOPS 4
+
+typedef struct pl_topic pl_topic;
+typedef struct pl_map pl_map;
+
+typedef struct pl_config {
+    int64_t segment_bytes;        /* roll the active segment at this size */
+    int64_t max_record_bytes;     /* key + value + headers of one record */
+    int64_t index_interval_bytes; /* bytes of log between index entries */
+    int sync_mode;                /* PL_SYNC_* */
+    int64_t sync_interval_ms;     /* PL_SYNC_INTERVAL: the loss window */
+} pl_config;
+
+/*
+ * pl_topic_open: open (creating if needed) the topic stored in directory
+ * `dir`, which must exist. Recovers the active (last) segment: verifies it
+ * batch by batch, cuts a torn tail and rebuilds its index. Sealed segments
+ * are not read at open; they are checked when first read.
+ * On success *out owns the topic; release it with pl_topic_free().
+ * Errors: PL_EINVAL (bad config), PL_EIO, PL_ENOMEM, PL_EFORMAT.
+ */
+int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out);
+
+/* Flush (in modes other than "none": fdatasync) and release files and the
+ * syncer thread. Idempotent. After it every call returns -PL_ECLOSED. Maps
+ * still referenced by readers stay mapped until their last unref. */
+int pl_topic_close(pl_topic *t);
+
+/* Close if needed and free the handle. The handle must not be used after. */
+void pl_topic_free(pl_topic *t);
+
+/* Bytes recovery cut from the torn tail at open (0 for a clean tail). */
+int64_t pl_topic_truncated_bytes(pl_topic *t);
+
+/*
+ * pl_topic_append: append one record as a batch of one. key may be NULL
+ * (klen is then ignored, the key is null); hdr is the encoded header block
+ * (docs/FORMAT.md) or NULL with hlen 0. ts < 0 -- PL_TS_NOW -- stamps the
+ * current time in ms. Returns the record's offset, or a negative PL_E*.
+ * With PL_SYNC_ALWAYS it returns after the record is durable (group commit).
+ */
+#define PL_TS_NOW INT64_MIN
+int64_t pl_topic_append(pl_topic *t, const uint8_t *key, int64_t klen,
+                        const uint8_t *val, int64_t vlen,
+                        const uint8_t *hdr, int64_t hlen, int64_t ts);
+
+/*
+ * pl_topic_append_batch: append n >= 1 records atomically (one batch).
+ * vals is the concatenation of the values, vlens their lengths. keys/klens
+ * (klens[i] < 0: null key), hdrs/hlens and ts may each be NULL: no keys, no
+ * headers, the current time. Returns the first record's offset.
+ */
+int64_t pl_topic_append_batch(pl_topic *t, int64_t n, const uint8_t *vals,
+                              const int64_t *vlens, const uint8_t *keys,
+                              const int64_t *klens, const uint8_t *hdrs,
+                              const int64_t *hlens, const int64_t *ts);
+
+/*
+ * pl_topic_read: decode up to max_records records starting at `offset`,
+ * from one segment only (call again with the next offset to go on).
+ * For record i, meta[PL_META * i + k] holds, for k in PL_M_*: its offset,
+ * timestamp, key position (relative to the map base) and key length (-1 for
+ * a null key), value position and length, headers position and length.
+ * Stops early once the keys and values returned reach max_bytes (if > 0; at
+ * least one record is returned). Returns the number of records (0 when
+ * offset == end_offset) and sets *map_out to the map holding the bytes:
+ * if it is `known`, no reference is taken; otherwise the caller receives a
+ * new reference and must pl_map_unref() it.
+ * Errors: PL_ERANGE (offset < start or > end), PL_ECORRUPT (a batch failed
+ * its checksum; records decoded before it are returned first), PL_EIO.
+ */
+#define PL_META 8
+#define PL_M_OFFSET 0
+#define PL_M_TS 1
+#define PL_M_KPOS 2
+#define PL_M_KLEN 3
+#define PL_M_VPOS 4
+#define PL_M_VLEN 5
+#define PL_M_HPOS 6
+#define PL_M_HLEN 7
+int pl_topic_read(pl_topic *t, int64_t offset, int max_records,
+                  int64_t max_bytes, int64_t *meta, pl_map *known,
+                  pl_map **map_out);
+
+/* Earliest offset whose timestamp is >= ts, or -PL_ENOTFOUND if none. */
+int64_t pl_topic_offset_for_time(pl_topic *t, int64_t ts);
+
+/* First retained offset; next offset to be written; first offset not yet
+ * durable on power loss (every offset below it has been fdatasync'ed). */
+int64_t pl_topic_start_offset(pl_topic *t);
+int64_t pl_topic_end_offset(pl_topic *t);
+int64_t pl_topic_durable_offset(pl_topic *t);
+
+/* Make every appended record durable (fdatasync of each dirty segment). */
+int pl_topic_flush(pl_topic *t);
+
+/*
+ * pl_topic_wait: block until end_offset > offset, the topic closes, or
+ * timeout_ms passes (< 0: no limit). Returns 1 if data is there, 0 on
+ * timeout, -PL_ECLOSED if the topic closed (or pl_topic_wake was called).
+ */
+int pl_topic_wait(pl_topic *t, int64_t offset, int64_t timeout_ms);
+
+/* Wake every thread in pl_topic_wait on this topic. */
+void pl_topic_wake(pl_topic *t);
+
+/* Number of segment files, bytes on disk (segments and index files). */
+int64_t pl_topic_segment_count(pl_topic *t);
+int64_t pl_topic_disk_bytes(pl_topic *t);
+
+/* Maps: the memory behind zero-copy views. */
+const uint8_t *pl_map_base(const pl_map *m);
+int64_t pl_map_len(const pl_map *m);
+/* 1 once the segment behind the map was deleted or its topic closed: the
+ * map stays valid for its holders, but new reads will not return it. */
+int pl_map_dead(const pl_map *m);
+/* Drop a reference; the last one unmaps. */
+void pl_map_unref(pl_map *m);
+
+/* Thread-local details of the calling thread's last error. */
+const char *pl_errmsg(void);
+int pl_errno(void);
+
+/* XXH64 of n bytes (the published algorithm; csrc/xxh64.c). */
+uint64_t pl_xxh64(const void *p, size_t n, uint64_t seed);
+
+/*
+ * Fault injection (tests only; process-wide). Arms op (PL_IO_*): the nth
+ * call from now (1 = the next) fails with errno `err`, and so do the
+ * `count - 1` calls after it (count < 0: every call from then on). For
+ * PL_IO_WRITE, short_bytes >= 0 makes the failing call first write that
+ * many bytes (a short write). pl_fault_clear disarms every op.
+ */
+void pl_fault_set(int op, int64_t nth, int err, int64_t count,
+                  int64_t short_bytes);
+void pl_fault_clear(void);
+
+#endif

@@ -1,0 +1,279 @@
+/*
+ * segment.c -- one segment file and its index: the byte format of batches
+ * and records, the validity check, the recovery scan and the index file.
+ * docs/FORMAT.md is the spec; the layout, in short (all little-endian):
+ *
+ *   segment header (32 B): magic "PYLOGSEG" | u32 version | u32 header size
+ *                          | i64 base offset | u64 XXH64 of bytes 0..24
+ *   batch header (48 B):   u64 XXH64 of bytes 8..len | u32 len | u32 count
+ *                          | i64 base offset | i64 first ts | i64 max ts
+ *                          | u32 flags (0) | u32 reserved (0)
+ *   record (20 B + data):  i64 ts | i32 key len (-1 null) | u32 value len
+ *                          | u32 headers len | key | value | headers
+ *
+ * A batch is valid iff: its header lies inside the file, len covers the
+ * header and `count` records exactly, flags and reserved are 0, the
+ * checksum matches, and its base offset is the previous batch's base +
+ * count (the segment's base for the first). A length of 0 where a batch
+ * would start marks the clean end of the data (the rest is preallocated
+ * zeros). Anything else is garbage: the scan stops there.
+ *
+ * The index (.idx) is derived data: an entry (relative offset, position,
+ * max timestamp before that position) every index_interval_bytes of log.
+ * It carries its own checksum and the size of the segment it describes;
+ * one that does not match is rebuilt from the segment, never trusted.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+_Static_assert(sizeof(pl_idx_entry) == PL_IDX_ENTRY, "index entry layout");
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "the format is little-endian; big-endian hosts need swaps");
+
+char *pl_seg_path(const char *dir, int64_t base, const char *ext) {
+    size_t n = strlen(dir) + 32 + strlen(ext);
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%020" PRId64 "%s", dir, base, ext);
+    return p;
+}
+
+void pl_seg_header_write(uint8_t *h, int64_t base) {
+    memcpy(h, PL_SEG_MAGIC, 8);
+    put32(h + 8, PL_FORMAT_VERSION);
+    put32(h + 12, PL_SEG_HDR);
+    put64(h + 16, (uint64_t)base);
+    put64(h + 24, pl_xxh64(h, 24, 0));
+}
+
+/* 0: valid; -PL_EFORMAT: a pylog header of another version; -PL_ECORRUPT */
+int pl_seg_header_check(const uint8_t *h, int64_t base) {
+    if (memcmp(h, PL_SEG_MAGIC, 8) != 0) return -PL_ECORRUPT;
+    if (get64(h + 24) != pl_xxh64(h, 24, 0)) return -PL_ECORRUPT;
+    if (get32(h + 8) != PL_FORMAT_VERSION) return -PL_EFORMAT;
+    if (get32(h + 12) != PL_SEG_HDR || (int64_t)get64(h + 16) != base)
+        return -PL_ECORRUPT;
+    return 0;
+}
+
+static int all_zero(const uint8_t *p, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (p[i]) return 0;
+    return 1;
+}
+
+int pl_batch_parse(const uint8_t *data, int64_t limit, int64_t pos,
+                   pl_batch *b) {
+    if (pos >= limit) return 0;
+    if (limit - pos < PL_BATCH_HDR)
+        return all_zero(data + pos, limit - pos) ? 0 : -1;
+    const uint8_t *h = data + pos;
+    uint32_t len = get32(h + 8);
+    if (len == 0) return all_zero(h, PL_BATCH_HDR) ? 0 : -1;
+    uint32_t count = get32(h + 12);
+    if (len < PL_BATCH_HDR + PL_REC_HDR || (int64_t)len > limit - pos)
+        return -1;
+    if (count == 0 || count > (len - PL_BATCH_HDR) / PL_REC_HDR) return -1;
+    if (get32(h + 40) != 0 || get32(h + 44) != 0) return -1;
+    b->pos = pos;
+    b->len = len;
+    b->count = count;
+    b->base = (int64_t)get64(h + 16);
+    b->first_ts = (int64_t)get64(h + 24);
+    b->max_ts = (int64_t)get64(h + 32);
+    return 1;
+}
+
+int pl_batch_checksum_ok(const uint8_t *data, const pl_batch *b) {
+    const uint8_t *h = data + b->pos;
+    return get64(h) == pl_xxh64(h + 8, (size_t)b->len - 8, 0);
+}
+
+/* The records of a checksummed batch tile it exactly. */
+static int batch_records_ok(const uint8_t *data, const pl_batch *b) {
+    int64_t p = b->pos + PL_BATCH_HDR, end = b->pos + b->len;
+    for (int64_t i = 0; i < b->count; i++) {
+        if (end - p < PL_REC_HDR) return 0;
+        const uint8_t *r = data + p;
+        int32_t kl = (int32_t)get32(r + 8);
+        int64_t need = PL_REC_HDR + (kl > 0 ? kl : 0) + (int64_t)get32(r + 12) +
+                       (int64_t)get32(r + 16);
+        if (kl < -1 || need > end - p) return 0;
+        p += need;
+    }
+    return p == end;
+}
+
+int pl_seg_index_alloc(pl_segment *s, int64_t cap_bytes, int64_t interval) {
+    uint32_t cap = (uint32_t)(cap_bytes / interval + 2);
+    pl_idx_entry *e = malloc((size_t)cap * sizeof *e);
+    if (!e) return -PL_ENOMEM;
+    s->idx = e;
+    s->idx_owned = (uint8_t *)e;
+    s->idx_cap = cap;
+    atomic_store(&s->nidx, 0);
+    s->last_idx_pos = -1;
+    s->run_max_ts = INT64_MIN;
+    return 0;
+}
+
+void pl_seg_index_add(pl_segment *s, const pl_batch *b, int64_t interval) {
+    uint32_t n = atomic_load_explicit(&s->nidx, memory_order_relaxed);
+    if ((s->last_idx_pos < 0 || b->pos - s->last_idx_pos >= interval) &&
+        n < s->idx_cap) {
+        s->idx[n].rel = (uint32_t)(b->base - s->base);
+        s->idx[n].pos = (uint32_t)b->pos;
+        s->idx[n].max_ts = s->run_max_ts;
+        atomic_store_explicit(&s->nidx, n + 1, memory_order_release);
+        s->last_idx_pos = b->pos;
+    }
+    if (b->max_ts > s->run_max_ts) s->run_max_ts = b->max_ts;
+    s->max_ts = s->run_max_ts;
+}
+
+int pl_seg_scan(pl_segment *s, const uint8_t *data, int64_t limit,
+                int64_t interval, int64_t *valid_end) {
+    int64_t pos = PL_SEG_HDR, expect = s->base;
+    int garbage = 0;
+    for (;;) {
+        pl_batch b;
+        int r = pl_batch_parse(data, limit, pos, &b);
+        if (r == 0) break;
+        if (r < 0 || b.base != expect || !pl_batch_checksum_ok(data, &b) ||
+            !batch_records_ok(data, &b)) {
+            garbage = 1;
+            break;
+        }
+        pl_seg_index_add(s, &b, interval);
+        expect += b.count;
+        pos += b.len;
+    }
+    s->end = expect;
+    *valid_end = pos;
+    return garbage;
+}
+
+int64_t pl_seg_index_find(const pl_segment *s, int64_t rel) {
+    uint32_t n = atomic_load_explicit(&s->nidx, memory_order_acquire);
+    uint32_t lo = 0, hi = n; /* first entry with rel > target */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if ((int64_t)s->idx[mid].rel <= rel)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo == 0 ? PL_SEG_HDR : (int64_t)s->idx[lo - 1].pos;
+}
+
+int64_t pl_seg_index_find_time(const pl_segment *s, int64_t ts) {
+    uint32_t n = atomic_load_explicit(&s->nidx, memory_order_acquire);
+    uint32_t lo = 0, hi = n; /* first entry with max_ts >= ts */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (s->idx[mid].max_ts < ts)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo == 0 ? PL_SEG_HDR : (int64_t)s->idx[lo - 1].pos;
+}
+
+/* Write BASE.idx for a sealed segment (tmp file, then rename). Not synced:
+ * the index is derived data and is checked before use. */
+int pl_seg_index_write(const pl_segment *s, const char *dir) {
+    uint32_t n = atomic_load(&s->nidx);
+    size_t size = PL_IDX_HDR + (size_t)n * PL_IDX_ENTRY;
+    uint8_t *buf = malloc(size);
+    char *tmp = pl_seg_path(dir, s->base, ".idx.tmp");
+    char *fin = pl_seg_path(dir, s->base, ".idx");
+    int rc = -PL_ENOMEM, fd = -1;
+    if (!buf || !tmp || !fin) goto out;
+    memcpy(buf + 8, PL_IDX_MAGIC, 8);
+    put32(buf + 16, PL_FORMAT_VERSION);
+    put32(buf + 20, n);
+    put64(buf + 24, (uint64_t)s->base);
+    put64(buf + 32, (uint64_t)s->end);
+    put64(buf + 40, (uint64_t)atomic_load(&s->pub_pos));
+    put64(buf + 48, (uint64_t)s->max_ts);
+    memcpy(buf + PL_IDX_HDR, s->idx, (size_t)n * PL_IDX_ENTRY);
+    put64(buf, pl_xxh64(buf + 8, size - 8, 0));
+    fd = pl_io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || pl_io_pwrite(fd, buf, size, 0) < 0 ||
+        pl_io_rename(tmp, fin) < 0) {
+        rc = pl_err(PL_EIO, errno, "cannot write index %s", fin);
+        if (fd >= 0) pl_io_unlink(tmp);
+        goto out;
+    }
+    rc = 0;
+out:
+    pl_io_close(fd);
+    free(buf);
+    free(tmp);
+    free(fin);
+    return rc;
+}
+
+/* Use BASE.idx if it describes exactly this segment (same base, next base
+ * and size) and passes its checksum. Returns 1 if loaded, 0 if not usable. */
+int pl_seg_index_load(pl_segment *s, int64_t seg_len, int64_t next_base) {
+    char *path = strdup(s->path);
+    if (!path) return 0;
+    memcpy(path + strlen(path) - 4, ".idx", 4);
+    int fd = pl_io_open(path, O_RDONLY, 0);
+    free(path);
+    if (fd < 0) return 0;
+    int64_t size;
+    pl_map *m = NULL;
+    if (pl_io_fstat_size(fd, &size) < 0 || size < PL_IDX_HDR ||
+        (size - PL_IDX_HDR) % PL_IDX_ENTRY != 0)
+        goto bad;
+    m = pl_io_map(fd, size, 0);
+    if (!m) goto bad;
+    const uint8_t *h = m->base;
+    uint32_t n = get32(h + 20);
+    if (memcmp(h + 8, PL_IDX_MAGIC, 8) != 0 ||
+        get32(h + 16) != PL_FORMAT_VERSION ||
+        (int64_t)n != (size - PL_IDX_HDR) / PL_IDX_ENTRY ||
+        (int64_t)get64(h + 24) != s->base ||
+        (int64_t)get64(h + 32) != next_base ||
+        (int64_t)get64(h + 40) != seg_len ||
+        get64(h) != pl_xxh64(h + 8, (size_t)size - 8, 0))
+        goto bad;
+    /* Entries must point inside the segment, in order. */
+    const pl_idx_entry *e = (const pl_idx_entry *)(h + PL_IDX_HDR);
+    for (uint32_t i = 0; i < n; i++) {
+        if (e[i].pos < PL_SEG_HDR || (int64_t)e[i].pos >= seg_len ||
+            (int64_t)e[i].rel >= next_base - s->base ||
+            (i > 0 && (e[i].pos <= e[i - 1].pos || e[i].rel < e[i - 1].rel ||
+                       e[i].max_ts < e[i - 1].max_ts)))
+            goto bad;
+    }
+    pl_io_close(fd);
+    s->idx_map = m;
+    s->idx = (pl_idx_entry *)(m->base + PL_IDX_HDR);
+    s->idx_cap = n;
+    atomic_store(&s->nidx, n);
+    s->max_ts = (int64_t)get64(h + 48);
+    s->end = next_base;
+    return 1;
+bad:
+    pl_map_unref(m);
+    pl_io_close(fd);
+    return 0;
+}
+
+void pl_seg_free(pl_segment *s) {
+    if (!s) return;
+    pl_map_kill(s->map);
+    pl_map_kill(s->idx_map);
+    free(s->idx_owned);
+    pl_io_close(s->fd);
+    free(s->path);
+    free(s);
+}

@@ -1,0 +1,1111 @@
+/*
+ * topic.c -- a topic: an ordered list of segments, the last one active
+ * (preallocated, mapped read-write, appended to with memcpy), the others
+ * sealed (truncated to their data, mapped read-only when first read).
+ *
+ * Invariants (comments and checks below refer to them by number):
+ *  1. Offsets are dense and strictly increasing; a segment's file name is its
+ *     base offset; segment i holds exactly [base_i, base_{i+1}).
+ *  2. A batch is the unit of atomicity: readers see a batch only after all of
+ *     its bytes and its checksum are in the map (pub_pos is stored with
+ *     release after the copy), and recovery keeps a batch only if its
+ *     checksum verifies.
+ *  3. An append that returned is in the page cache (the map is MAP_SHARED),
+ *     so it survives a crash of the process, and is visible to every reader.
+ *  4. PL_SYNC_ALWAYS: an append returns after an fdatasync that covers it
+ *     (group commit: one fsync serves every waiting appender).
+ *     PL_SYNC_INTERVAL: a syncer thread fdatasyncs every sync_interval_ms.
+ *     durable_offset is only raised after a successful fdatasync; a failed
+ *     one makes the topic fail every later append (sticky, PL_EFAILED):
+ *     after a failed fsync the page cache state is unknown.
+ *  5. Indexes are derived: the active one is rebuilt by the recovery scan,
+ *     a sealed one is used only if its checksum and header match the
+ *     segment, and a lookup through it verifies what it lands on.
+ *  6. Open never fails on bad data: a torn tail of the active segment is cut
+ *     (and zeroed, so stale bytes cannot come back to life); a sealed
+ *     segment is checked when first read and its bad range reported.
+ *  7. Open reads only the active segment; sealed ones are opened lazily, so
+ *     open time and memory do not grow with the backlog.
+ *  8. A map is unmapped only at its last reference (io.c): readers that
+ *     hand out zero-copy views hold a reference.
+ *
+ * Locks, always taken in this order: wlock (one writer), slock (segment
+ * list; readers share it), load_mu (lazy load of a sealed segment),
+ * sync_mu (group commit), wait_mu (readers blocked in pl_topic_wait).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct pl_topic {
+    char *dir;
+    pl_config cfg;
+    pthread_mutex_t wlock;
+    pthread_rwlock_t slock;
+    pthread_mutex_t load_mu;
+    pl_segment **segs; /* sorted by base; guarded by slock */
+    int64_t nsegs, segcap;
+    pl_segment *active;
+    _Atomic int64_t end_offset;
+    _Atomic int64_t start_offset;
+    _Atomic int64_t durable;
+    atomic_int closed;
+    atomic_int failed; /* errno of the fsync that failed (sticky) */
+    char failed_msg[512];
+    int64_t truncated;
+    /* group commit */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    int syncing;
+    /* interval syncer */
+    pthread_t syncer;
+    int has_syncer, stop_syncer;
+    pthread_cond_t stop_cv;
+    /* waiters */
+    pthread_mutex_t wait_mu;
+    pthread_cond_t wait_cv;
+    atomic_int nwaiters;
+    int64_t wake_gen;
+};
+
+int64_t pl_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t round_page(int64_t n) { return (n + 4095) & ~(int64_t)4095; }
+
+/* ---- segment files ---------------------------------------------------------- */
+
+/* Create BASE.log with `cap` bytes preallocated and a header, mapped RW.
+ * On error nothing is left on disk. */
+static int segment_create(pl_topic *t, int64_t base, int64_t cap,
+                          pl_segment **out) {
+    int rc = -PL_ENOMEM;
+    pl_segment *s = calloc(1, sizeof *s);
+    if (!s) return pl_err(PL_ENOMEM, 0, "out of memory");
+    s->fd = -1;
+    s->base = base;
+    s->bad_pos = -1;
+    s->path = pl_seg_path(t->dir, base, ".log");
+    if (!s->path) goto fail;
+    s->fd = pl_io_open(s->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (s->fd < 0) {
+        rc = pl_err(PL_EIO, errno, "cannot create segment %s", s->path);
+        goto fail;
+    }
+    if (pl_io_fallocate(s->fd, cap) < 0) {
+        rc = pl_err(PL_EIO, errno, "cannot preallocate %" PRId64
+                    " bytes for segment %s", cap, s->path);
+        goto fail_unlink;
+    }
+    uint8_t hdr[PL_SEG_HDR];
+    pl_seg_header_write(hdr, base);
+    if (pl_io_pwrite(s->fd, hdr, sizeof hdr, 0) < 0) {
+        rc = pl_err(PL_EIO, errno, "cannot write the header of %s", s->path);
+        goto fail_unlink;
+    }
+    s->map = pl_io_map(s->fd, cap, 1);
+    if (!s->map) {
+        rc = pl_err(PL_EIO, errno, "cannot map segment %s", s->path);
+        goto fail_unlink;
+    }
+    if ((rc = pl_seg_index_alloc(s, cap, t->cfg.index_interval_bytes)) < 0) {
+        pl_err(PL_ENOMEM, 0, "out of memory");
+        goto fail_unlink;
+    }
+    s->cap = cap;
+    s->end = base;
+    s->trusted = 1;
+    s->dirty = 1;
+    atomic_store(&s->pub_pos, PL_SEG_HDR);
+    *out = s;
+    return 0;
+fail_unlink:
+    pl_io_unlink(s->path);
+fail:
+    pl_seg_free(s);
+    return rc;
+}
+
+/* Zero [from, cap) up to the last non-zero byte, so that bytes cut from a
+ * torn tail cannot pass for batches later (invariant 6). Returns the
+ * number of bytes that were not zero-tail. */
+static int64_t zero_tail(uint8_t *data, int64_t from, int64_t cap) {
+    int64_t last = from;
+    for (int64_t p = from; p < cap; p += 8) {
+        uint64_t w = 0;
+        memcpy(&w, data + p, (size_t)(cap - p < 8 ? cap - p : 8));
+        if (w) last = p + 8 < cap ? p + 8 : cap;
+    }
+    if (last > from) memset(data + from, 0, (size_t)(last - from));
+    return last - from;
+}
+
+/* Open and recover the active segment (invariants 5, 6). */
+static int segment_recover(pl_topic *t, pl_segment *s) {
+    int64_t size;
+    s->fd = pl_io_open(s->path, O_RDWR, 0);
+    if (s->fd < 0 || pl_io_fstat_size(s->fd, &size) < 0)
+        return pl_err(PL_EIO, errno, "cannot open segment %s", s->path);
+    if (size > PL_SEG_MAX)
+        return pl_err(PL_EFORMAT, 0, "segment %s is larger than 4 GiB",
+                      s->path);
+    uint8_t hdr[PL_SEG_HDR];
+    int hdr_ok = 0;
+    if (size >= PL_SEG_HDR && pl_io_pread(s->fd, hdr, sizeof hdr, 0) == 0) {
+        int r = pl_seg_header_check(hdr, s->base);
+        if (r == -PL_EFORMAT)
+            return pl_err(PL_EFORMAT, 0,
+                          "segment %s has format version %u; this pylog "
+                          "reads version %d", s->path, get32(hdr + 8),
+                          PL_FORMAT_VERSION);
+        hdr_ok = r == 0;
+    }
+    int64_t cap = size > t->cfg.segment_bytes ? size : t->cfg.segment_bytes;
+    if (cap > size && pl_io_fallocate(s->fd, cap) < 0) {
+        if (size < PL_SEG_HDR + PL_BATCH_HDR)
+            return pl_err(PL_EIO, errno, "cannot preallocate segment %s",
+                          s->path);
+        cap = size; /* full disk: open anyway, the next append rolls */
+    }
+    s->map = pl_io_map(s->fd, cap, 1);
+    if (!s->map) return pl_err(PL_EIO, errno, "cannot map %s", s->path);
+    s->cap = cap;
+    if (!hdr_ok) pl_seg_header_write(s->map->base, s->base);
+    if (pl_seg_index_alloc(s, cap, t->cfg.index_interval_bytes) < 0)
+        return pl_err(PL_ENOMEM, 0, "out of memory");
+    int64_t valid_end;
+    if (pl_seg_scan(s, s->map->base, cap, t->cfg.index_interval_bytes,
+                    &valid_end))
+        t->truncated = zero_tail(s->map->base, valid_end, cap);
+    atomic_store(&s->pub_pos, valid_end);
+    s->trusted = 1; /* every batch below valid_end was just verified */
+    s->dirty = 1;
+    return 0;
+}
+
+/* Make a sealed segment readable: map it and get its index from BASE.idx
+ * or by a scan (invariants 5, 7). Caller holds slock (read). */
+static int segment_load(pl_topic *t, pl_segment *s, int64_t next_base) {
+    if (__atomic_load_n(&s->loaded, __ATOMIC_ACQUIRE)) return 0;
+    int rc = 0;
+    pthread_mutex_lock(&t->load_mu);
+    if (s->loaded) goto out;
+    int64_t size;
+    if (s->fd < 0) s->fd = pl_io_open(s->path, O_RDONLY, 0);
+    if (s->fd < 0 || pl_io_fstat_size(s->fd, &size) < 0) {
+        rc = pl_err(PL_EIO, errno, "cannot open segment %s", s->path);
+        goto out;
+    }
+    if (!s->map) {
+        if (size > PL_SEG_MAX) size = PL_SEG_MAX;
+        s->map = pl_io_map(s->fd, size, 0);
+        if (!s->map) {
+            rc = pl_err(PL_EIO, errno, "cannot map %s", s->path);
+            goto out;
+        }
+        s->cap = size;
+        atomic_store(&s->pub_pos, size);
+    }
+    s->end = next_base;
+    if (s->cap < PL_SEG_HDR ||
+        pl_seg_header_check(s->map->base, s->base) != 0) {
+        s->bad_pos = 0;
+    } else if (!pl_seg_index_load(s, s->cap, next_base)) {
+        int64_t valid_end;
+        free(s->idx_owned);
+        s->idx_owned = NULL;
+        if (pl_seg_index_alloc(s, s->cap, t->cfg.index_interval_bytes) < 0) {
+            rc = pl_err(PL_ENOMEM, 0, "out of memory");
+            goto out;
+        }
+        int garbage = pl_seg_scan(s, s->map->base, s->cap,
+                                  t->cfg.index_interval_bytes, &valid_end);
+        atomic_store(&s->verified, valid_end);
+        if (garbage || s->end != next_base) {
+            s->bad_pos = valid_end;
+        } else {
+            pl_seg_index_write(s, t->dir); /* best effort: derived data */
+        }
+        s->end = next_base;
+    }
+    if (atomic_load(&s->verified) < PL_SEG_HDR)
+        atomic_store(&s->verified, PL_SEG_HDR);
+    __atomic_store_n(&s->loaded, 1, __ATOMIC_RELEASE);
+out:
+    pthread_mutex_unlock(&t->load_mu);
+    return rc;
+}
+
+/* ---- open / close ----------------------------------------------------------- */
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Parse "NNNNNNNNNNNNNNNNNNNN.ext"; returns 1 and sets *base on a match. */
+static int seg_name(const char *name, const char *ext, int64_t *base) {
+    size_t n = strlen(name), e = strlen(ext);
+    if (n != 20 + e || strcmp(name + 20, ext) != 0) return 0;
+    int64_t v = 0;
+    for (int i = 0; i < 20; i++) {
+        if (name[i] < '0' || name[i] > '9') return 0;
+        if (v > (INT64_MAX - 9) / 10) return 0;
+        v = v * 10 + (name[i] - '0');
+    }
+    *base = v;
+    return 1;
+}
+
+/* List the segment bases in dir (sorted) and remove leftovers of an
+ * interrupted index write. */
+static int list_segments(pl_topic *t, int64_t **bases, int64_t *n) {
+    DIR *d = opendir(t->dir);
+    if (!d) return pl_err(PL_EIO, errno, "cannot list topic directory %s",
+                          t->dir);
+    int64_t cap = 16, cnt = 0, b;
+    int64_t *v = malloc((size_t)cap * sizeof *v);
+    struct dirent *de;
+    while (v && (de = readdir(d)) != NULL) {
+        if (seg_name(de->d_name, ".idx.tmp", &b)) {
+            char *p = pl_seg_path(t->dir, b, ".idx.tmp");
+            if (p) pl_io_unlink(p);
+            free(p);
+            continue;
+        }
+        if (!seg_name(de->d_name, ".log", &b)) continue;
+        if (cnt == cap) {
+            int64_t *nv = realloc(v, (size_t)(cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                v = NULL;
+                break;
+            }
+            v = nv;
+        }
+        v[cnt++] = b;
+    }
+    closedir(d);
+    if (!v) return pl_err(PL_ENOMEM, 0, "out of memory");
+    qsort(v, (size_t)cnt, sizeof *v, cmp_i64);
+    *bases = v;
+    *n = cnt;
+    return 0;
+}
+
+static int segs_push(pl_topic *t, pl_segment *s) {
+    if (t->nsegs == t->segcap) {
+        int64_t nc = t->segcap ? t->segcap * 2 : 16;
+        pl_segment **ns = realloc(t->segs, (size_t)nc * sizeof *ns);
+        if (!ns) return pl_err(PL_ENOMEM, 0, "out of memory");
+        t->segs = ns;
+        t->segcap = nc;
+    }
+    t->segs[t->nsegs++] = s;
+    return 0;
+}
+
+static int validate_config(const pl_config *c) {
+    if (c->segment_bytes < 1024 || c->segment_bytes > PL_SEG_MAX)
+        return pl_err(PL_EINVAL, 0, "segment_bytes must be in [1024, %"
+                      PRId64 "], not %" PRId64, PL_SEG_MAX, c->segment_bytes);
+    if (c->max_record_bytes < 1 ||
+        c->max_record_bytes > PL_SEG_MAX - PL_SEG_HDR - PL_BATCH_HDR -
+                                  PL_REC_HDR)
+        return pl_err(PL_EINVAL, 0, "max_record_bytes out of range: %" PRId64,
+                      c->max_record_bytes);
+    if (c->index_interval_bytes < 64)
+        return pl_err(PL_EINVAL, 0, "index_interval_bytes must be >= 64");
+    if (c->sync_mode < PL_SYNC_NONE || c->sync_mode > PL_SYNC_ALWAYS)
+        return pl_err(PL_EINVAL, 0, "unknown sync mode %d", c->sync_mode);
+    if (c->sync_mode == PL_SYNC_INTERVAL && c->sync_interval_ms < 1)
+        return pl_err(PL_EINVAL, 0, "sync_interval_ms must be >= 1");
+    return 0;
+}
+
+static int sync_to(pl_topic *t, int64_t target);
+static int flush_all(pl_topic *t);
+
+static void *syncer_main(void *arg) {
+    pl_topic *t = arg;
+    pthread_mutex_lock(&t->sync_mu);
+    while (!t->stop_syncer) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + (t->cfg.sync_interval_ms % 1000) * 1000000;
+        ts.tv_sec += t->cfg.sync_interval_ms / 1000 + ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        pthread_cond_timedwait(&t->stop_cv, &t->sync_mu, &ts);
+        if (t->stop_syncer) break;
+        int64_t end = atomic_load(&t->end_offset);
+        if (end > atomic_load(&t->durable) && !atomic_load(&t->failed)) {
+            pthread_mutex_unlock(&t->sync_mu);
+            sync_to(t, end);
+            pthread_mutex_lock(&t->sync_mu);
+        }
+    }
+    pthread_mutex_unlock(&t->sync_mu);
+    return NULL;
+}
+
+int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out) {
+    int rc = validate_config(cfg);
+    if (rc < 0) return rc;
+    pl_topic *t = calloc(1, sizeof *t);
+    if (!t || !(t->dir = strdup(dir))) {
+        free(t);
+        return pl_err(PL_ENOMEM, 0, "out of memory");
+    }
+    t->cfg = *cfg;
+    pthread_mutex_init(&t->wlock, NULL);
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&t->slock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    pthread_mutex_init(&t->load_mu, NULL);
+    pthread_mutex_init(&t->sync_mu, NULL);
+    pthread_cond_init(&t->sync_cv, NULL);
+    pthread_cond_init(&t->stop_cv, NULL);
+    pthread_mutex_init(&t->wait_mu, NULL);
+    pthread_cond_init(&t->wait_cv, NULL);
+
+    int64_t *bases = NULL, n = 0;
+    if ((rc = list_segments(t, &bases, &n)) < 0) goto fail;
+    if (n == 0) {
+        pl_segment *s;
+        if ((rc = segment_create(t, 0, cfg->segment_bytes, &s)) < 0)
+            goto fail;
+        if ((rc = segs_push(t, s)) < 0) {
+            pl_seg_free(s);
+            goto fail;
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            pl_segment *s = calloc(1, sizeof *s);
+            if (!s || !(s->path = pl_seg_path(dir, bases[i], ".log"))) {
+                free(s);
+                rc = pl_err(PL_ENOMEM, 0, "out of memory");
+                goto fail;
+            }
+            s->fd = -1;
+            s->base = bases[i];
+            s->bad_pos = -1;
+            s->sealed = i + 1 < n;
+            s->end = i + 1 < n ? bases[i + 1] : bases[i];
+            s->dirty = 1; /* unknown: a flush syncs it (invariant 4) */
+            if ((rc = segs_push(t, s)) < 0) {
+                pl_seg_free(s);
+                goto fail;
+            }
+        }
+        if ((rc = segment_recover(t, t->segs[n - 1])) < 0) goto fail;
+    }
+    t->active = t->segs[t->nsegs - 1];
+    atomic_store(&t->start_offset, t->segs[0]->base);
+    atomic_store(&t->end_offset, t->active->end);
+    atomic_store(&t->durable, t->segs[0]->base);
+    free(bases);
+    bases = NULL;
+    if (cfg->sync_mode != PL_SYNC_NONE && (rc = flush_all(t)) < 0) goto fail;
+    if (cfg->sync_mode == PL_SYNC_INTERVAL) {
+        if (pthread_create(&t->syncer, NULL, syncer_main, t) != 0) {
+            rc = pl_err(PL_EIO, errno, "cannot start the syncer thread");
+            goto fail;
+        }
+        t->has_syncer = 1;
+    }
+    *out = t;
+    return 0;
+fail:
+    free(bases);
+    pl_topic_free(t);
+    return rc;
+}
+
+int pl_topic_close(pl_topic *t) {
+    int rc = 0;
+    pthread_mutex_lock(&t->wlock);
+    if (atomic_load(&t->closed)) {
+        pthread_mutex_unlock(&t->wlock);
+        return 0;
+    }
+    if (t->has_syncer) {
+        pthread_mutex_lock(&t->sync_mu);
+        t->stop_syncer = 1;
+        pthread_cond_broadcast(&t->stop_cv);
+        pthread_mutex_unlock(&t->sync_mu);
+        pthread_join(t->syncer, NULL);
+        t->has_syncer = 0;
+    }
+    if (t->cfg.sync_mode != PL_SYNC_NONE && !atomic_load(&t->failed))
+        rc = flush_all(t);
+    pthread_rwlock_wrlock(&t->slock);
+    atomic_store(&t->closed, 1);
+    for (int64_t i = 0; i < t->nsegs; i++) pl_seg_free(t->segs[i]);
+    t->nsegs = 0;
+    t->active = NULL;
+    pthread_rwlock_unlock(&t->slock);
+    pthread_mutex_unlock(&t->wlock);
+    pl_topic_wake(t);
+    pthread_mutex_lock(&t->sync_mu);
+    pthread_cond_broadcast(&t->sync_cv);
+    pthread_mutex_unlock(&t->sync_mu);
+    return rc;
+}
+
+void pl_topic_free(pl_topic *t) {
+    if (!t) return;
+    if (t->dir) {
+        pl_topic_close(t);
+        /* Threads still inside pl_topic_wait leave once woken. */
+        while (atomic_load(&t->nwaiters) > 0) {
+            pl_topic_wake(t);
+            sched_yield();
+        }
+    }
+    for (int64_t i = 0; i < t->nsegs; i++) pl_seg_free(t->segs[i]);
+    free(t->segs);
+    pthread_mutex_destroy(&t->wlock);
+    pthread_rwlock_destroy(&t->slock);
+    pthread_mutex_destroy(&t->load_mu);
+    pthread_mutex_destroy(&t->sync_mu);
+    pthread_cond_destroy(&t->sync_cv);
+    pthread_cond_destroy(&t->stop_cv);
+    pthread_mutex_destroy(&t->wait_mu);
+    pthread_cond_destroy(&t->wait_cv);
+    free(t->dir);
+    free(t);
+}
+
+int64_t pl_topic_truncated_bytes(pl_topic *t) { return t->truncated; }
+
+/* ---- durability --------------------------------------------------------------- */
+
+static void fail_sticky(pl_topic *t, int err, const char *what) {
+    snprintf(t->failed_msg, sizeof t->failed_msg, "%s", what);
+    atomic_store(&t->failed, err ? err : EIO);
+}
+
+/* fdatasync every dirty segment; raise durable to the end seen before.
+ * Caller holds neither slock nor sync_mu. */
+static int sync_segments(pl_topic *t, int64_t *goal) {
+    int rc = 0;
+    pthread_rwlock_rdlock(&t->slock);
+    if (atomic_load(&t->closed)) {
+        pthread_rwlock_unlock(&t->slock);
+        return pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
+    }
+    *goal = atomic_load(&t->end_offset);
+    for (int64_t i = 0; i < t->nsegs && rc == 0; i++) {
+        pl_segment *s = t->segs[i];
+        if (!__atomic_exchange_n(&s->dirty, 0, __ATOMIC_ACQ_REL)) continue;
+        int fd = s->fd >= 0 ? s->fd : pl_io_open(s->path, O_RDONLY, 0);
+        int r = fd < 0 ? -1 : pl_io_fdatasync(fd);
+        int e = errno;
+        if (fd != s->fd) pl_io_close(fd);
+        if (r < 0) {
+            __atomic_store_n(&s->dirty, 1, __ATOMIC_RELEASE);
+            rc = pl_err(PL_EIO, e, "fdatasync of %s failed", s->path);
+            fail_sticky(t, e, pl_errmsg());
+        }
+    }
+    pthread_rwlock_unlock(&t->slock);
+    return rc;
+}
+
+/* Group commit: return once durable >= target (invariant 4). */
+static int sync_to(pl_topic *t, int64_t target) {
+    int rc = 0;
+    pthread_mutex_lock(&t->sync_mu);
+    while (atomic_load(&t->durable) < target) {
+        if (atomic_load(&t->failed)) {
+            rc = pl_err(PL_EFAILED, 0, "%s", t->failed_msg);
+            break;
+        }
+        if (atomic_load(&t->closed)) {
+            rc = pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
+            break;
+        }
+        if (t->syncing) {
+            pthread_cond_wait(&t->sync_cv, &t->sync_mu);
+            continue;
+        }
+        t->syncing = 1;
+        pthread_mutex_unlock(&t->sync_mu);
+        int64_t goal = 0;
+        rc = sync_segments(t, &goal);
+        pthread_mutex_lock(&t->sync_mu);
+        t->syncing = 0;
+        if (rc == 0 && goal > atomic_load(&t->durable))
+            atomic_store(&t->durable, goal);
+        pthread_cond_broadcast(&t->sync_cv);
+        if (rc < 0) break;
+    }
+    pthread_mutex_unlock(&t->sync_mu);
+    return rc;
+}
+
+/* One sync round even if durable == end: segments left by an earlier
+ * process are marked dirty at open and may not be on disk yet. */
+static int flush_all(pl_topic *t) {
+    pthread_mutex_lock(&t->sync_mu);
+    while (t->syncing) pthread_cond_wait(&t->sync_cv, &t->sync_mu);
+    t->syncing = 1;
+    pthread_mutex_unlock(&t->sync_mu);
+    int64_t goal = 0;
+    int rc = atomic_load(&t->failed)
+                 ? pl_err(PL_EFAILED, 0, "%s", t->failed_msg)
+                 : sync_segments(t, &goal);
+    pthread_mutex_lock(&t->sync_mu);
+    t->syncing = 0;
+    if (rc == 0 && goal > atomic_load(&t->durable))
+        atomic_store(&t->durable, goal);
+    pthread_cond_broadcast(&t->sync_cv);
+    pthread_mutex_unlock(&t->sync_mu);
+    return rc;
+}
+
+int pl_topic_flush(pl_topic *t) {
+    if (atomic_load(&t->closed))
+        return pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
+    return flush_all(t);
+}
+
+/* ---- appends ------------------------------------------------------------------ */
+
+static int writable(pl_topic *t) {
+    if (atomic_load(&t->closed))
+        return pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
+    if (atomic_load(&t->failed))
+        return pl_err(PL_EFAILED, 0,
+                      "topic %s refuses writes after a failed fsync (%s); "
+                      "reopen it", t->dir, t->failed_msg);
+    return 0;
+}
+
+/* Seal the active segment and start a new one of `cap` bytes at the end
+ * offset. Caller holds wlock. On error the old segment stays active. */
+static int roll(pl_topic *t, int64_t cap) {
+    pl_segment *old = t->active, *s;
+    int rc;
+    if (t->cfg.sync_mode != PL_SYNC_NONE && old->dirty) {
+        if (pl_io_fdatasync(old->fd) < 0) {
+            rc = pl_err(PL_EIO, errno, "fdatasync of %s failed", old->path);
+            fail_sticky(t, pl_errno(), pl_errmsg());
+            return rc;
+        }
+        old->dirty = 0;
+    }
+    if ((rc = segment_create(t, old->end, cap, &s)) < 0) return rc;
+    int64_t used = atomic_load(&old->pub_pos);
+    /* Best effort: a failed truncate leaves zeros the scan stops at, a
+     * failed index write leaves an index the next load rebuilds. */
+    if (pl_io_ftruncate(old->fd, used) < 0) used = old->cap;
+    pl_seg_index_write(old, t->dir);
+    pthread_rwlock_wrlock(&t->slock);
+    if ((rc = segs_push(t, s)) < 0) {
+        pthread_rwlock_unlock(&t->slock);
+        pl_io_unlink(s->path);
+        pl_seg_free(s);
+        return rc;
+    }
+    /* The sealed segment drops its in-memory index: it is reloaded from
+     * the file (page cache, not heap) on the next read (invariant 7). */
+    free(old->idx_owned);
+    old->idx_owned = NULL;
+    old->idx = NULL;
+    atomic_store(&old->nidx, 0);
+    old->sealed = 1;
+    old->loaded = 0;
+    old->cap = used;
+    atomic_store(&old->pub_pos, used);
+    atomic_store(&old->verified, used);
+    t->active = s;
+    pthread_rwlock_unlock(&t->slock);
+    if (t->cfg.sync_mode != PL_SYNC_NONE && pl_io_fsync_dir(t->dir) < 0) {
+        rc = pl_err(PL_EIO, errno, "fsync of directory %s failed", t->dir);
+        fail_sticky(t, pl_errno(), pl_errmsg());
+        return rc;
+    }
+    return 0;
+}
+
+/* Make room for a batch of len bytes in the active segment. */
+static int ensure_room(pl_topic *t, int64_t len) {
+    pl_segment *s = t->active;
+    int64_t pos = atomic_load_explicit(&s->pub_pos, memory_order_relaxed);
+    if (pos + len <= s->cap) return 0;
+    int64_t need = round_page(PL_SEG_HDR + len);
+    int64_t cap = need > t->cfg.segment_bytes ? need : t->cfg.segment_bytes;
+    if (pos > PL_SEG_HDR) return roll(t, cap);
+    /* An empty active segment too small for this batch: grow it. */
+    if (pl_io_fallocate(s->fd, cap) < 0)
+        return pl_err(PL_EIO, errno, "cannot grow segment %s to %" PRId64
+                      " bytes", s->path, cap);
+    pl_map *m = pl_io_map(s->fd, cap, 1);
+    if (!m) return pl_err(PL_EIO, errno, "cannot map %s", s->path);
+    pthread_rwlock_wrlock(&t->slock);
+    pl_map *oldm = s->map;
+    s->map = m;
+    s->cap = cap;
+    pthread_rwlock_unlock(&t->slock);
+    pl_map_kill(oldm);
+    return 0;
+}
+
+static inline uint8_t *put_record(uint8_t *p, int64_t ts, const uint8_t *key,
+                                  int64_t klen, const uint8_t *val,
+                                  int64_t vlen, const uint8_t *hdr,
+                                  int64_t hlen) {
+    put64(p, (uint64_t)ts);
+    put32(p + 8, (uint32_t)(int32_t)klen);
+    put32(p + 12, (uint32_t)vlen);
+    put32(p + 16, (uint32_t)hlen);
+    p += PL_REC_HDR;
+    if (klen > 0) {
+        memcpy(p, key, (size_t)klen);
+        p += klen;
+    }
+    memcpy(p, val, (size_t)vlen);
+    p += vlen;
+    if (hlen > 0) {
+        memcpy(p, hdr, (size_t)hlen);
+        p += hlen;
+    }
+    return p;
+}
+
+/* Finish the batch built at the write position: header, checksum, the
+ * write fault point, publication (invariants 2, 3). Caller holds wlock. */
+static int64_t publish(pl_topic *t, int64_t len, int64_t count,
+                       int64_t first_ts, int64_t max_ts) {
+    pl_segment *s = t->active;
+    int64_t pos = atomic_load_explicit(&s->pub_pos, memory_order_relaxed);
+    int64_t base = atomic_load_explicit(&t->end_offset, memory_order_relaxed);
+    uint8_t *h = s->map->base + pos;
+    put32(h + 8, (uint32_t)len);
+    put32(h + 12, (uint32_t)count);
+    put64(h + 16, (uint64_t)base);
+    put64(h + 24, (uint64_t)first_ts);
+    put64(h + 32, (uint64_t)max_ts);
+    put32(h + 40, 0);
+    put32(h + 44, 0);
+    put64(h, pl_xxh64(h + 8, (size_t)len - 8, 0));
+    if (pl_io_write_map(h, (size_t)len) < 0)
+        return pl_err(PL_EIO, errno, "write of %" PRId64 " bytes at "
+                      "position %" PRId64 " of %s failed", len, pos, s->path);
+    pl_batch b = {pos, len, count, base, first_ts, max_ts};
+    __atomic_store_n(&s->dirty, 1, __ATOMIC_RELAXED);
+    atomic_store_explicit(&s->pub_pos, pos + len, memory_order_release);
+    pl_seg_index_add(s, &b, t->cfg.index_interval_bytes);
+    s->end = base + count;
+    atomic_store(&t->end_offset, base + count); /* seq_cst: see pl_topic_wait */
+    return base;
+}
+
+static void wake_waiters(pl_topic *t) {
+    if (atomic_load(&t->nwaiters) > 0) {
+        pthread_mutex_lock(&t->wait_mu);
+        pthread_cond_broadcast(&t->wait_cv);
+        pthread_mutex_unlock(&t->wait_mu);
+    }
+}
+
+static int64_t finish_append(pl_topic *t, int64_t first) {
+    int64_t end = atomic_load(&t->end_offset);
+    pthread_mutex_unlock(&t->wlock);
+    if (first < 0) return first;
+    wake_waiters(t);
+    if (t->cfg.sync_mode == PL_SYNC_ALWAYS) {
+        int rc = sync_to(t, end);
+        if (rc < 0) return rc;
+    }
+    return first;
+}
+
+static int check_record(pl_topic *t, int64_t klen, int64_t vlen,
+                        int64_t hlen, int64_t ts, int64_t i) {
+    if (vlen < 0 || hlen < 0 || klen > INT32_MAX)
+        return pl_err(PL_EINVAL, 0, "record %" PRId64 ": bad lengths", i);
+    if (ts < 0 && ts != PL_TS_NOW)
+        return pl_err(PL_EINVAL, 0, "record %" PRId64 ": negative timestamp "
+                      "%" PRId64, i, ts);
+    int64_t size = (klen > 0 ? klen : 0) + vlen + hlen;
+    if (size > t->cfg.max_record_bytes)
+        return pl_err(PL_ETOOBIG, 0, "record %" PRId64 " of %" PRId64
+                      " bytes exceeds max_record_bytes=%" PRId64 " in %s", i,
+                      size, t->cfg.max_record_bytes, t->dir);
+    return 0;
+}
+
+int64_t pl_topic_append(pl_topic *t, const uint8_t *key, int64_t klen,
+                        const uint8_t *val, int64_t vlen, const uint8_t *hdr,
+                        int64_t hlen, int64_t ts) {
+    if (!key) klen = -1;
+    if (!hdr) hlen = 0;
+    int rc = check_record(t, klen, vlen, hlen, ts, 0);
+    if (rc < 0) return rc;
+    int64_t len = PL_BATCH_HDR + PL_REC_HDR + (klen > 0 ? klen : 0) + vlen +
+                  hlen;
+    pthread_mutex_lock(&t->wlock);
+    if ((rc = writable(t)) < 0 || (rc = ensure_room(t, len)) < 0) {
+        pthread_mutex_unlock(&t->wlock);
+        return rc;
+    }
+    if (ts == PL_TS_NOW) ts = pl_now_ms();
+    pl_segment *s = t->active;
+    uint8_t *p = s->map->base + atomic_load_explicit(&s->pub_pos,
+                                                     memory_order_relaxed);
+    put_record(p + PL_BATCH_HDR, ts, key, klen, val, vlen, hdr, hlen);
+    return finish_append(t, publish(t, len, 1, ts, ts));
+}
+
+int64_t pl_topic_append_batch(pl_topic *t, int64_t n, const uint8_t *vals,
+                              const int64_t *vlens, const uint8_t *keys,
+                              const int64_t *klens, const uint8_t *hdrs,
+                              const int64_t *hlens, const int64_t *ts) {
+    if (n < 1 || n > UINT32_MAX)
+        return pl_err(PL_EINVAL, 0, "a batch holds 1 to 2^32-1 records, not %"
+                      PRId64, n);
+    int64_t len = PL_BATCH_HDR;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t kl = keys && klens ? klens[i] : -1;
+        int64_t hl = hdrs && hlens ? hlens[i] : 0;
+        int rc = check_record(t, kl, vlens[i], hl, ts ? ts[i] : PL_TS_NOW, i);
+        if (rc < 0) return rc;
+        len += PL_REC_HDR + (kl > 0 ? kl : 0) + vlens[i] + hl;
+        if (len > PL_SEG_MAX - PL_SEG_HDR)
+            return pl_err(PL_ETOOBIG, 0, "a batch of %" PRId64 " records "
+                          "exceeds the 4 GiB segment limit", n);
+    }
+    pthread_mutex_lock(&t->wlock);
+    int rc;
+    if ((rc = writable(t)) < 0 || (rc = ensure_room(t, len)) < 0) {
+        pthread_mutex_unlock(&t->wlock);
+        return rc;
+    }
+    int64_t now = ts ? 0 : pl_now_ms();
+    int64_t first_ts = 0, max_ts = INT64_MIN;
+    pl_segment *s = t->active;
+    uint8_t *p = s->map->base +
+                 atomic_load_explicit(&s->pub_pos, memory_order_relaxed) +
+                 PL_BATCH_HDR;
+    const uint8_t *k = keys, *v = vals, *h = hdrs;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t kl = keys && klens ? klens[i] : -1;
+        int64_t hl = hdrs && hlens ? hlens[i] : 0;
+        int64_t r_ts = ts && ts[i] != PL_TS_NOW ? ts[i] : (ts ? pl_now_ms()
+                                                               : now);
+        if (i == 0) first_ts = r_ts;
+        if (r_ts > max_ts) max_ts = r_ts;
+        p = put_record(p, r_ts, k, kl, v, vlens[i], h, hl);
+        if (kl > 0) k += kl;
+        v += vlens[i];
+        if (hl > 0) h += hl;
+    }
+    return finish_append(t, publish(t, len, n, first_ts, max_ts));
+}
+
+/* ---- reads -------------------------------------------------------------------- */
+
+/* Index of the segment holding offset (caller holds slock). */
+static int64_t find_segment(pl_topic *t, int64_t offset) {
+    int64_t lo = 0, hi = t->nsegs; /* first with base > offset */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (t->segs[mid]->base <= offset)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo - 1;
+}
+
+static int corrupt(pl_segment *s, int64_t pos, int64_t offset,
+                   const char *what) {
+    return pl_err(PL_ECORRUPT, 0, "%s in %s at byte %" PRId64
+                  " (reading offset %" PRId64 ")", what, s->path, pos, offset);
+}
+
+/* Check the batch at b (invariant 2): trusted segments were verified when
+ * written or recovered; others verify once, extending `verified` when the
+ * batch continues the verified prefix. */
+static int verify_batch(pl_segment *s, const pl_batch *b, int64_t offset) {
+    if (s->trusted ||
+        b->pos + b->len <= atomic_load_explicit(&s->verified,
+                                                memory_order_acquire))
+        return 0;
+    const uint8_t *d = s->map->base;
+    if (!pl_batch_checksum_ok(d, b))
+        return corrupt(s, b->pos, offset, "checksum mismatch");
+    int64_t expect = b->pos;
+    atomic_compare_exchange_strong(&s->verified, &expect, b->pos + b->len);
+    return 0;
+}
+
+/* Find the batch holding offset in segment s, reading below limit. */
+static int seek_batch(pl_segment *s, int64_t limit, int64_t offset,
+                      pl_batch *b) {
+    const uint8_t *d = s->map->base;
+    int64_t pos = pl_seg_index_find(s, offset - s->base);
+    for (;;) {
+        int r = pl_batch_parse(d, limit, pos, b);
+        if (r == 0) return corrupt(s, pos, offset, "data ends early");
+        if (r < 0) return corrupt(s, pos, offset, "invalid batch header");
+        if (b->base > offset) return corrupt(s, pos, offset, "offset gap");
+        if (b->base + b->count > offset) return verify_batch(s, b, offset);
+        pos += b->len;
+    }
+}
+
+/* Prepare segment i for reading: lazy load (invariant 7). */
+static int segment_ready(pl_topic *t, int64_t i, int64_t offset) {
+    pl_segment *s = t->segs[i];
+    if (s->sealed) {
+        int rc = segment_load(t, s, t->segs[i + 1]->base);
+        if (rc < 0) return rc;
+        if (s->bad_pos == 0)
+            return corrupt(s, 0, offset, "invalid segment header");
+    }
+    return 0;
+}
+
+/* Decode the records of batch b from `offset` into meta. Returns how many
+ * were written, or a negative code if the batch is malformed. */
+static int decode_batch(pl_segment *s, const pl_batch *b, int64_t offset,
+                        int max, int64_t *bytes, int64_t max_bytes,
+                        int64_t *meta) {
+    const uint8_t *d = s->map->base;
+    int64_t p = b->pos + PL_BATCH_HDR, end = b->pos + b->len;
+    int n = 0;
+    for (int64_t i = 0; i < b->count && n < max; i++) {
+        if (end - p < PL_REC_HDR)
+            return corrupt(s, b->pos, offset, "record overruns its batch");
+        const uint8_t *r = d + p;
+        int64_t klen = (int32_t)get32(r + 8), vlen = get32(r + 12),
+                hlen = get32(r + 16);
+        int64_t kbytes = klen > 0 ? klen : 0;
+        if (klen < -1 || PL_REC_HDR + kbytes + vlen + hlen > end - p)
+            return corrupt(s, b->pos, offset, "record overruns its batch");
+        if (b->base + i >= offset) {
+            if (max_bytes > 0 && n > 0 && *bytes >= max_bytes) break;
+            int64_t *m = meta + (int64_t)PL_META * n;
+            m[PL_M_OFFSET] = b->base + i;
+            m[PL_M_TS] = (int64_t)get64(r);
+            m[PL_M_KPOS] = p + PL_REC_HDR;
+            m[PL_M_KLEN] = klen;
+            m[PL_M_VPOS] = p + PL_REC_HDR + kbytes;
+            m[PL_M_VLEN] = vlen;
+            m[PL_M_HPOS] = p + PL_REC_HDR + kbytes + vlen;
+            m[PL_M_HLEN] = hlen;
+            *bytes += kbytes + vlen;
+            n++;
+        }
+        p += PL_REC_HDR + kbytes + vlen + hlen;
+    }
+    return n;
+}
+
+int pl_topic_read(pl_topic *t, int64_t offset, int max_records,
+                  int64_t max_bytes, int64_t *meta, pl_map *known,
+                  pl_map **map_out) {
+    int rc = 0, n = 0;
+    *map_out = NULL;
+    if (max_records < 1)
+        return pl_err(PL_EINVAL, 0, "max_records must be >= 1");
+    pthread_rwlock_rdlock(&t->slock);
+    if (atomic_load(&t->closed)) {
+        rc = pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
+        goto out;
+    }
+    int64_t end = atomic_load_explicit(&t->end_offset, memory_order_acquire);
+    int64_t start = atomic_load(&t->start_offset);
+    if (offset < start || offset > end) {
+        rc = pl_err(PL_ERANGE, 0, "offset %" PRId64 " is outside [%" PRId64
+                    ", %" PRId64 "] of %s", offset, start, end, t->dir);
+        goto out;
+    }
+    if (offset == end) goto out;
+    int64_t i = find_segment(t, offset);
+    if ((rc = segment_ready(t, i, offset)) < 0) goto out;
+    pl_segment *s = t->segs[i];
+    /* Load the limit after the index lookup in seek_batch could only make
+     * it larger; loading it first is safe too: end_offset was published
+     * after pub_pos, so every batch below `end` lies below it. */
+    int64_t limit = atomic_load_explicit(&s->pub_pos, memory_order_acquire);
+    int64_t seg_end = s->sealed ? s->end : end;
+    pl_batch b;
+    if ((rc = seek_batch(s, limit, offset, &b)) < 0) goto out;
+    int64_t bytes = 0, next = offset;
+    for (;;) {
+        int got = decode_batch(s, &b, next, max_records - n, &bytes,
+                               max_bytes, meta + (int64_t)PL_META * n);
+        if (got < 0) {
+            rc = got;
+            break;
+        }
+        n += got;
+        next = b.base + b.count;
+        if (n >= max_records || (max_bytes > 0 && bytes >= max_bytes) ||
+            next >= seg_end || next >= end)
+            break;
+        int r = pl_batch_parse(s->map->base, limit, b.pos + b.len, &b);
+        if (r <= 0 || b.base != next) {
+            rc = corrupt(s, b.pos, next, r == 0 ? "data ends early"
+                                                : "invalid batch");
+            break;
+        }
+        if ((rc = verify_batch(s, &b, next)) < 0) break;
+    }
+    if (n > 0) {
+        rc = 0; /* return what was read; the next call meets the error */
+        *map_out = s->map;
+        if (s->map != known) pl_map_ref(s->map);
+    }
+out:
+    pthread_rwlock_unlock(&t->slock);
+    return rc < 0 ? rc : n;
+}
+
+int64_t pl_topic_offset_for_time(pl_topic *t, int64_t ts) {
+    int64_t rc = -PL_ENOTFOUND;
+    pthread_rwlock_rdlock(&t->slock);
+    if (atomic_load(&t->closed)) {
+        rc = pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
+        goto out;
+    }
+    int64_t end = atomic_load_explicit(&t->end_offset, memory_order_acquire);
+    for (int64_t i = 0; i < t->nsegs; i++) {
+        pl_segment *s = t->segs[i];
+        if (s->base >= end) break;
+        int r = segment_ready(t, i, s->base);
+        if (r < 0) {
+            rc = r;
+            goto out;
+        }
+        if (s->sealed && s->bad_pos < 0 && s->max_ts < ts) continue;
+        int64_t limit = atomic_load_explicit(&s->pub_pos, memory_order_acquire);
+        int64_t seg_end = s->sealed ? s->end : end;
+        int64_t pos = pl_seg_index_find_time(s, ts), next = -1;
+        pl_batch b;
+        while ((r = pl_batch_parse(s->map->base, limit, pos, &b)) > 0 &&
+               b.base < seg_end && (next < 0 || b.base == next)) {
+            if (b.max_ts >= ts) {
+                if ((r = verify_batch(s, &b, b.base)) < 0) {
+                    rc = r;
+                    goto out;
+                }
+                int64_t meta[PL_META], bytes = 0;
+                for (int64_t o = b.base; o < b.base + b.count; o++) {
+                    if ((r = decode_batch(s, &b, o, 1, &bytes, 0, meta)) < 0) {
+                        rc = r;
+                        goto out;
+                    }
+                    if (meta[PL_M_TS] >= ts) {
+                        rc = o;
+                        goto out;
+                    }
+                }
+            }
+            next = b.base + b.count;
+            pos += b.len;
+        }
+        if (next >= 0 && next < seg_end) {
+            rc = corrupt(s, pos, next, "invalid batch");
+            goto out;
+        }
+    }
+    pl_err(PL_ENOTFOUND, 0, "no record with timestamp >= %" PRId64 " in %s",
+           ts, t->dir);
+out:
+    pthread_rwlock_unlock(&t->slock);
+    return rc;
+}
+
+int64_t pl_topic_start_offset(pl_topic *t) {
+    return atomic_load(&t->start_offset);
+}
+int64_t pl_topic_end_offset(pl_topic *t) { return atomic_load(&t->end_offset); }
+int64_t pl_topic_durable_offset(pl_topic *t) {
+    return atomic_load(&t->durable);
+}
+
+int pl_topic_wait(pl_topic *t, int64_t offset, int64_t timeout_ms) {
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ms >= 0) {
+        int64_t ns = dl.tv_nsec + (timeout_ms % 1000) * 1000000;
+        dl.tv_sec += timeout_ms / 1000 + ns / 1000000000;
+        dl.tv_nsec = ns % 1000000000;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&t->wait_mu);
+    atomic_fetch_add(&t->nwaiters, 1); /* seq_cst, pairs with publish() */
+    int64_t gen = t->wake_gen;
+    for (;;) {
+        if (atomic_load(&t->end_offset) > offset) {
+            rc = 1;
+            break;
+        }
+        if (atomic_load(&t->closed) || t->wake_gen != gen) {
+            rc = -PL_ECLOSED;
+            pl_err(PL_ECLOSED, 0, "wait on %s was interrupted", t->dir);
+            break;
+        }
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&t->wait_cv, &t->wait_mu);
+        } else if (pthread_cond_clockwait(&t->wait_cv, &t->wait_mu,
+                                          CLOCK_MONOTONIC, &dl) == ETIMEDOUT) {
+            rc = atomic_load(&t->end_offset) > offset;
+            break;
+        }
+    }
+    atomic_fetch_sub(&t->nwaiters, 1);
+    pthread_mutex_unlock(&t->wait_mu);
+    return rc;
+}
+
+void pl_topic_wake(pl_topic *t) {
+    pthread_mutex_lock(&t->wait_mu);
+    t->wake_gen++;
+    pthread_cond_broadcast(&t->wait_cv);
+    pthread_mutex_unlock(&t->wait_mu);
+}
+
+int64_t pl_topic_segment_count(pl_topic *t) {
+    pthread_rwlock_rdlock(&t->slock);
+    int64_t n = t->nsegs;
+    pthread_rwlock_unlock(&t->slock);
+    return n;
+}
+
+/* Bytes of every file in the topic directory (segments, indexes). */
+int64_t pl_topic_disk_bytes(pl_topic *t) {
+    DIR *d = opendir(t->dir);
+    if (!d) return pl_err(PL_EIO, errno, "cannot list %s", t->dir);
+    int64_t total = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if (de->d_name[0] == '.' ||
+            fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        total += (int64_t)st.st_size;
+    }
+    closedir(d);
+    return total;
+}

@@ -1,0 +1,90 @@
+"""The binding: the only module that imports the compiled C core.
+
+It turns the core's return codes into exceptions and hides cffi from the
+rest of the package. Codes and their meaning: csrc/pylog.h.
+"""
+import errno as _errno
+
+from . import _errors as E
+from ._native import ffi, lib
+
+TS_NOW = -(2**63)  # PL_TS_NOW: let the core stamp the append time
+META = lib.PL_META
+NULL = ffi.NULL
+
+SYNC_MODES = {"none": lib.PL_SYNC_NONE, "interval": lib.PL_SYNC_INTERVAL,
+              "always": lib.PL_SYNC_ALWAYS}
+
+_CODES = {
+    lib.PL_ECLOSED: E.ClosedError,
+    lib.PL_EINVAL: E.InvalidConfigError,
+    lib.PL_ETOOBIG: E.RecordTooLargeError,
+    lib.PL_ECORRUPT: E.CorruptionError,
+    lib.PL_EFAILED: E.LogFailedError,
+    lib.PL_ERANGE: E.OffsetOutOfRangeError,
+    lib.PL_EFORMAT: E.FormatVersionError,
+}
+
+
+def error(rc, context=""):
+    """The exception for return code rc (< 0) of the calling thread's call."""
+    msg = ffi.string(lib.pl_errmsg()).decode("utf-8", "replace")
+    if context:
+        msg = f"{context}: {msg}"
+    code = -rc
+    if code == lib.PL_ENOMEM:
+        return MemoryError(msg)
+    if code == lib.PL_EIO:
+        err = lib.pl_errno()
+        cls = E.DiskFullError if err == _errno.ENOSPC else E.PylogIOError
+        return cls(err, msg)
+    if code == lib.PL_EFAILED:
+        return E.LogFailedError(_errno.EIO, msg)
+    return _CODES.get(code, E.PylogError)(msg)
+
+
+def check(rc, context=""):
+    if rc < 0:
+        raise error(rc, context)
+    return rc
+
+
+def open_topic(path, segment_bytes, max_record_bytes, index_interval_bytes,
+               sync_mode, sync_interval_ms):
+    cfg = ffi.new("pl_config *", {
+        "segment_bytes": segment_bytes,
+        "max_record_bytes": max_record_bytes,
+        "index_interval_bytes": index_interval_bytes,
+        "sync_mode": SYNC_MODES[sync_mode],
+        "sync_interval_ms": sync_interval_ms,
+    })
+    out = ffi.new("pl_topic **")
+    check(lib.pl_topic_open(path.encode(), cfg, out))
+    return ffi.gc(out[0], lib.pl_topic_free)
+
+
+def pin(m):
+    """A read-only memoryview of map m that holds m's reference (which the
+    caller hands over) for as long as the view or any slice of it lives."""
+    n = lib.pl_map_len(m)
+    owner = ffi.gc(ffi.cast("uint8_t *", lib.pl_map_base(m)),
+                   lambda _p, m=m: lib.pl_map_unref(m))
+    return memoryview(ffi.buffer(owner, n)).toreadonly()
+
+
+def xxh64(data, seed=0):
+    """XXH64 computed by the C core (tests compare it with xxhash)."""
+    data = bytes(data)
+    return lib.pl_xxh64(data, len(data), seed)
+
+
+_OPS = {"write": lib.PL_IO_WRITE, "fsync": lib.PL_IO_FSYNC,
+        "fallocate": lib.PL_IO_FALLOCATE, "open": lib.PL_IO_OPEN}
+
+
+def fault_set(op, nth=1, err=_errno.EIO, count=1, short_bytes=-1):
+    lib.pl_fault_set(_OPS[op], nth, err, count, short_bytes)
+
+
+def fault_clear():
+    lib.pl_fault_clear()

@@ -1,0 +1,107 @@
+"""Build script for the C core (used only at build time, via cffi_modules).
+
+Out-of-line API mode: cffi compiles csrc/*.c together with a generated
+wrapper into the extension ``pylog._native``. ``pylog/_binding.py`` is the
+only module that imports it.
+
+Environment:
+  PYLOG_SANITIZE=1   build with AddressSanitizer + UndefinedBehaviorSanitizer
+                     (see README: "Sanitizer run").
+"""
+import os
+
+from cffi import FFI
+
+CDEF = """
+#define PL_ECLOSED 1
+#define PL_EINVAL 2
+#define PL_ETOOBIG 3
+#define PL_ECORRUPT 4
+#define PL_EIO 5
+#define PL_EFAILED 6
+#define PL_ERANGE 7
+#define PL_ENOMEM 8
+#define PL_EFORMAT 9
+#define PL_ETIMEDOUT 10
+#define PL_ENOTFOUND 11
+#define PL_SYNC_NONE 0
+#define PL_SYNC_INTERVAL 1
+#define PL_SYNC_ALWAYS 2
+#define PL_IO_WRITE 0
+#define PL_IO_FSYNC 1
+#define PL_IO_FALLOCATE 2
+#define PL_IO_OPEN 3
+#define PL_META 8
+
+typedef struct pl_topic pl_topic;
+typedef struct pl_map pl_map;
+typedef struct pl_config {
+    int64_t segment_bytes;
+    int64_t max_record_bytes;
+    int64_t index_interval_bytes;
+    int sync_mode;
+    int64_t sync_interval_ms;
+} pl_config;
+
+int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out);
+int pl_topic_close(pl_topic *t);
+void pl_topic_free(pl_topic *t);
+int64_t pl_topic_truncated_bytes(pl_topic *t);
+int64_t pl_topic_append(pl_topic *t, const uint8_t *key, int64_t klen,
+                        const uint8_t *val, int64_t vlen,
+                        const uint8_t *hdr, int64_t hlen, int64_t ts);
+int64_t pl_topic_append_batch(pl_topic *t, int64_t n, const uint8_t *vals,
+                              const int64_t *vlens, const uint8_t *keys,
+                              const int64_t *klens, const uint8_t *hdrs,
+                              const int64_t *hlens, const int64_t *ts);
+int pl_topic_read(pl_topic *t, int64_t offset, int max_records,
+                  int64_t max_bytes, int64_t *meta, pl_map *known,
+                  pl_map **map_out);
+int64_t pl_topic_offset_for_time(pl_topic *t, int64_t ts);
+int64_t pl_topic_start_offset(pl_topic *t);
+int64_t pl_topic_end_offset(pl_topic *t);
+int64_t pl_topic_durable_offset(pl_topic *t);
+int pl_topic_flush(pl_topic *t);
+int pl_topic_wait(pl_topic *t, int64_t offset, int64_t timeout_ms);
+void pl_topic_wake(pl_topic *t);
+int64_t pl_topic_segment_count(pl_topic *t);
+int64_t pl_topic_disk_bytes(pl_topic *t);
+
+const uint8_t *pl_map_base(const pl_map *m);
+int64_t pl_map_len(const pl_map *m);
+int pl_map_dead(const pl_map *m);
+void pl_map_unref(pl_map *m);
+
+const char *pl_errmsg(void);
+int pl_errno(void);
+uint64_t pl_xxh64(const void *p, size_t n, uint64_t seed);
+void pl_fault_set(int op, int64_t nth, int err, int64_t count,
+                  int64_t short_bytes);
+void pl_fault_clear(void);
+"""
+
+SOURCES = ["csrc/err.c", "csrc/io.c", "csrc/segment.c", "csrc/topic.c",
+           "csrc/xxh64.c"]
+
+cflags = ["-std=gnu11", "-Wall", "-Wextra", "-O2"]
+ldflags = ["-pthread"]
+if os.environ.get("PYLOG_SANITIZE"):
+    san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+           "-fno-sanitize-recover=undefined", "-g"]
+    cflags = cflags[:-1] + ["-O1"] + san
+    ldflags += san
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "pylog._native",
+    '#include "pylog.h"',
+    sources=SOURCES,
+    include_dirs=["csrc"],
+    extra_compile_args=cflags,
+    extra_link_args=ldflags,
+    depends=["csrc/pylog.h", "csrc/internal.h"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

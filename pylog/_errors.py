@@ -1,0 +1,79 @@
+"""Exceptions raised by pylog.
+
+Every exception derives from :class:`PylogError`; where a builtin fits, the
+class inherits it too, so ``except ValueError`` keeps working::
+
+    PylogError
+    ├── InvalidTopicName          (ValueError)   name not [A-Za-z0-9._-]{1,249}
+    ├── InvalidConfigError        (ValueError)   bad option or option value
+    ├── InvalidRecordError        (TypeError)    value/key/headers of a wrong type
+    ├── RecordTooLargeError       (ValueError)   over max_record_bytes
+    ├── OffsetOutOfRangeError     (IndexError)   offset < start_offset or >= end_offset
+    ├── TopicNotFoundError        (KeyError)     delete of a topic that does not exist
+    ├── ClosedError               (ValueError)   use of a closed Log or Topic
+    ├── LogLockedError            (OSError)      the directory is open elsewhere
+    ├── FormatVersionError                       files written by another format version
+    ├── CorruptionError                          a checksum or structure check failed
+    └── PylogIOError              (OSError)      the OS refused a file operation
+        ├── DiskFullError                        ... with ENOSPC
+        └── LogFailedError                       an fsync failed earlier: reopen the log
+
+Messages name the topic, the offset and the file involved.
+"""
+
+
+class PylogError(Exception):
+    """Base class of every pylog error."""
+
+
+class InvalidTopicName(PylogError, ValueError):
+    pass
+
+
+class InvalidConfigError(PylogError, ValueError):
+    pass
+
+
+class InvalidRecordError(PylogError, TypeError):
+    pass
+
+
+class RecordTooLargeError(PylogError, ValueError):
+    pass
+
+
+class OffsetOutOfRangeError(PylogError, IndexError):
+    pass
+
+
+class TopicNotFoundError(PylogError, KeyError):
+    def __str__(self):  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ClosedError(PylogError, ValueError):
+    pass
+
+
+class LogLockedError(PylogError, OSError):
+    pass
+
+
+class FormatVersionError(PylogError):
+    pass
+
+
+class CorruptionError(PylogError):
+    pass
+
+
+class PylogIOError(PylogError, OSError):
+    pass
+
+
+class DiskFullError(PylogIOError):
+    pass
+
+
+class LogFailedError(PylogIOError):
+    pass

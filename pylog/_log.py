@@ -1,0 +1,223 @@
+"""Log: one directory holding topics, a catalog and a LOCK file.
+
+    DIR/LOCK                 flock()ed while a Log is open
+    DIR/catalog/             LMDB: format version, topic configs
+    DIR/topics/NAME/         segments (BASE.log) and indexes (BASE.idx)
+    DIR/trash/               topics being deleted (emptied at open)
+"""
+import errno
+import fcntl
+import os
+import re
+import shutil
+import threading
+import uuid
+
+from . import _binding as B
+from . import _errors as E
+from ._catalog import Catalog
+from ._topic import Topic
+
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+TOPIC_DEFAULTS = {
+    "segment_bytes": 16 * 1024 * 1024,
+    "max_record_bytes": 1024 * 1024,
+    "index_interval_bytes": 4096,
+}
+_LIMITS = {
+    "segment_bytes": (1024, 2**32 - 1),
+    "max_record_bytes": (1, 2**32 - 1 - 1024),
+    "index_interval_bytes": (64, 2**31),
+}
+
+
+def check_topic_name(name):
+    if not isinstance(name, str):
+        raise E.InvalidTopicName(
+            f"topic name must be a str, not {type(name).__name__}")
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise E.InvalidTopicName(
+            f"invalid topic name {name!r}: use 1-249 characters of "
+            "[A-Za-z0-9._-], not '.' or '..'")
+    return name
+
+
+def check_config(config, base=None):
+    out = dict(TOPIC_DEFAULTS if base is None else base)
+    for k, v in config.items():
+        if k not in _LIMITS:
+            raise E.InvalidConfigError(
+                f"unknown topic option {k!r} (known: {', '.join(sorted(_LIMITS))})")
+        lo, hi = _LIMITS[k]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise E.InvalidConfigError(
+                f"topic option {k}={v!r}: must be an int in [{lo}, {hi}]")
+        out[k] = v
+    return out
+
+
+class Log:
+    """An open pylog directory. Use :func:`pylog.open`."""
+
+    def __init__(self, path, sync="none", sync_interval_ms=1000,
+                 **topic_defaults):
+        if sync not in B.SYNC_MODES:
+            raise E.InvalidConfigError(
+                f"sync must be 'none', 'interval' or 'always', not {sync!r}")
+        if (isinstance(sync_interval_ms, bool)
+                or not isinstance(sync_interval_ms, int)
+                or sync_interval_ms < 1):
+            raise E.InvalidConfigError(
+                f"sync_interval_ms must be an int >= 1, not {sync_interval_ms!r}")
+        self.path = os.path.abspath(os.fspath(path))
+        self.sync = sync
+        self.sync_interval_ms = sync_interval_ms
+        self._defaults = check_config(topic_defaults)
+        self._mu = threading.RLock()
+        self._topics = {}
+        self._closed = True
+        os.makedirs(self.path, exist_ok=True)
+        self._lockfd = os.open(os.path.join(self.path, "LOCK"),
+                               os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lockfd)
+            raise E.LogLockedError(
+                errno.EWOULDBLOCK,
+                f"log {self.path} is already open (in this or another "
+                "process): its LOCK is held") from None
+        try:
+            self._catalog = Catalog(os.path.join(self.path, "catalog"),
+                                    durable=sync != "none")
+            self._topics_dir = os.path.join(self.path, "topics")
+            self._trash = os.path.join(self.path, "trash")
+            os.makedirs(self._topics_dir, exist_ok=True)
+            self._sweep()
+        except BaseException:
+            os.close(self._lockfd)
+            raise
+        self._closed = False
+
+    def _sweep(self):
+        """Remove what interrupted deletes and creates left behind."""
+        if os.path.isdir(self._trash):
+            shutil.rmtree(self._trash, ignore_errors=True)
+        known = self._catalog.topics()
+        for name in os.listdir(self._topics_dir):
+            if name not in known:
+                self._discard(os.path.join(self._topics_dir, name))
+
+    def _discard(self, path):
+        os.makedirs(self._trash, exist_ok=True)
+        dest = os.path.join(self._trash, uuid.uuid4().hex)
+        os.rename(path, dest)
+        shutil.rmtree(dest, ignore_errors=True)
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"sync={self.sync!r}"
+        return f"<pylog.Log {self.path!r} {state}>"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _check_open(self):
+        if self._closed:
+            raise E.ClosedError(f"log {self.path} is closed")
+
+    def topic(self, name, **config):
+        """The topic called name, created on first use. Options given for an
+        existing topic update its stored config (segment_bytes applies to
+        segments created from then on)."""
+        check_topic_name(name)
+        with self._mu:
+            self._check_open()
+            t = self._topics.get(name)
+            stored = self._catalog.get_topic(name)
+            if t is not None and not config:
+                return t
+            cfg = check_config(config, stored or self._defaults)
+            if stored != cfg:
+                if stored is None:
+                    os.makedirs(os.path.join(self._topics_dir, name),
+                                exist_ok=True)
+                self._catalog.put_topic(name, cfg)
+            if t is not None:
+                if cfg != t.config:  # same object, reopened with the config
+                    t._close()
+                    t._reopen(self._open_handle(name, cfg), cfg)
+                return t
+            t = Topic(self, name, self._open_handle(name, cfg), cfg)
+            self._topics[name] = t
+            return t
+
+    def _open_handle(self, name, cfg):
+        d = os.path.join(self._topics_dir, name)
+        os.makedirs(d, exist_ok=True)
+        return B.open_topic(d, cfg["segment_bytes"], cfg["max_record_bytes"],
+                            cfg["index_interval_bytes"], self.sync,
+                            self.sync_interval_ms)
+
+    def topics(self):
+        """Names of the topics, sorted."""
+        with self._mu:
+            self._check_open()
+            return sorted(self._catalog.topics())
+
+    def delete_topic(self, name):
+        """Delete a topic and its data. Views of its records stay valid."""
+        check_topic_name(name)
+        with self._mu:
+            self._check_open()
+            if self._catalog.get_topic(name) is None:
+                raise E.TopicNotFoundError(
+                    f"no topic {name!r} in log {self.path}")
+            t = self._topics.pop(name, None)
+            if t is not None:
+                t._close()
+            self._catalog.delete_topic(name)
+            d = os.path.join(self._topics_dir, name)
+            if os.path.isdir(d):
+                self._discard(d)
+
+    def flush(self):
+        """fdatasync every topic: everything appended so far is durable."""
+        with self._mu:
+            self._check_open()
+            for t in self._topics.values():
+                t.flush()
+
+    def close(self):
+        """Close every topic (flushing in sync modes other than 'none') and
+        release the directory. Idempotent."""
+        with self._mu:
+            if self._closed:
+                return
+            self._closed = True
+            errs = [t._close() for t in self._topics.values()]
+            self._topics.clear()
+            self._catalog.close()
+            os.close(self._lockfd)
+        for rc in errs:
+            if rc < 0:
+                raise B.error(rc, f"closing log {self.path}")
+
+    @property
+    def closed(self):
+        return self._closed
+
+
+def open(path, sync="none", sync_interval_ms=1000, **topic_defaults):
+    """Open (creating if needed) the log in directory path.
+
+    sync: "none" (page cache: survives a crash of the process), "interval"
+    (fdatasync at most every sync_interval_ms), "always" (an append returns
+    once durable; concurrent appenders share fsyncs). topic_defaults are the
+    options of topics created by this Log (segment_bytes, max_record_bytes,
+    index_interval_bytes)."""
+    return Log(path, sync=sync, sync_interval_ms=sync_interval_ms,
+               **topic_defaults)

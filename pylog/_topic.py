@@ -1,0 +1,357 @@
+"""Topic and Record: the Python face of one append-only log.
+
+Hot paths cross into C once per call: ``append`` once per record,
+``append_batch`` once per batch, ``read`` once per up to 500 records.
+"""
+import struct
+import threading
+from array import array
+
+from . import _binding as B
+from . import _errors as E
+
+ffi, lib = B.ffi, B.lib
+
+READ_CHUNK = 500       # records decoded per C call by read()
+ZERO_COPY_MIN = 1024   # values this large come back as views into the map
+_H_KEY = struct.Struct("<H")
+_H_VAL = struct.Struct("<i")
+
+
+class Record:
+    """One record. ``value`` is bytes, or for values of ZERO_COPY_MIN bytes
+    and more a read-only memoryview into the mapped segment (valid for as
+    long as it lives, even after the log is closed). ``key`` is bytes or
+    None, ``headers`` a tuple of (str, bytes or None) pairs, ``timestamp``
+    int milliseconds since the Unix epoch."""
+
+    __slots__ = ("offset", "timestamp", "key", "value", "headers", "topic")
+
+    def __init__(self, offset, timestamp, key, value, headers, topic):
+        self.offset = offset
+        self.timestamp = timestamp
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.topic = topic
+
+    def __repr__(self):
+        v = bytes(self.value)
+        v = v if len(v) <= 32 else v[:32] + b"..."
+        return (f"Record(topic={self.topic!r}, offset={self.offset}, "
+                f"timestamp={self.timestamp}, key={self.key!r}, value={v!r}, "
+                f"headers={self.headers!r})")
+
+    def __eq__(self, other):
+        if not isinstance(other, Record):
+            return NotImplemented
+        return (self.offset, self.timestamp, self.key, bytes(self.value),
+                self.headers, self.topic) == (
+                    other.offset, other.timestamp, other.key,
+                    bytes(other.value), other.headers, other.topic)
+
+    __hash__ = None
+
+
+def to_bytes(v, what):
+    """bytes for a bytes-like or str (UTF-8); InvalidRecordError otherwise."""
+    if type(v) is bytes:
+        return v
+    if isinstance(v, str):
+        return v.encode("utf-8")
+    try:
+        return memoryview(v).tobytes()
+    except TypeError:
+        raise E.InvalidRecordError(
+            f"{what} must be bytes-like or str, not {type(v).__name__}"
+        ) from None
+
+
+def encode_headers(headers):
+    """The header block of docs/FORMAT.md: per header u16 key length, UTF-8
+    key, i32 value length (-1: None), value."""
+    if headers is None:
+        return None
+    items = headers.items() if isinstance(headers, dict) else headers
+    out = bytearray()
+    try:
+        for k, v in items:
+            if not isinstance(k, str):
+                raise E.InvalidRecordError(
+                    f"header keys must be str, not {type(k).__name__}")
+            kb = k.encode("utf-8")
+            if len(kb) > 0xFFFF:
+                raise E.RecordTooLargeError(
+                    f"header key of {len(kb)} bytes exceeds 65535")
+            out += _H_KEY.pack(len(kb)) + kb
+            if v is None:
+                out += _H_VAL.pack(-1)
+            else:
+                vb = to_bytes(v, f"header {k!r}")
+                out += _H_VAL.pack(len(vb)) + vb
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, E.PylogError):
+            raise
+        raise E.InvalidRecordError(
+            "headers must be a dict or a sequence of (str, bytes) pairs"
+        ) from None
+    return bytes(out) if out else None
+
+
+def decode_headers(buf, pos, n, where):
+    out = []
+    end = pos + n
+    try:
+        while pos < end:
+            (kl,) = _H_KEY.unpack_from(buf, pos)
+            k = bytes(buf[pos + 2:pos + 2 + kl]).decode("utf-8")
+            pos += 2 + kl
+            (vl,) = _H_VAL.unpack_from(buf, pos)
+            pos += 4
+            if vl < 0:
+                out.append((k, None))
+            else:
+                if pos + vl > end:
+                    raise ValueError
+                out.append((k, bytes(buf[pos:pos + vl])))
+                pos += vl
+        if pos != end:
+            raise ValueError
+    except (struct.error, ValueError, UnicodeDecodeError):
+        raise E.CorruptionError(f"malformed headers {where}") from None
+    return tuple(out)
+
+
+def _offset(v, what="offset"):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{what} must be an int, not {type(v).__name__}")
+    return v
+
+
+def _timestamp(ts):
+    if ts is None:
+        return B.TS_NOW
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise E.InvalidRecordError(
+            f"timestamp must be int milliseconds, not {type(ts).__name__}")
+    if ts < 0 or ts >= 2**63:
+        raise E.InvalidRecordError(f"timestamp {ts} is out of range")
+    return ts
+
+
+class Topic:
+    """A named append-only log. Get one with ``Log.topic(name)``."""
+
+    def __init__(self, log, name, handle, config):
+        self._log = log
+        self.name = name
+        self._h = handle
+        self.config = dict(config)
+        self._tls = threading.local()
+        self._pin = (B.NULL, None)  # (pl_map *, memoryview) last map read
+
+    def __repr__(self):
+        return f"<pylog.Topic {self.name!r} [{self.start_offset}, {self.end_offset})>"
+
+    def _fail(self, rc):
+        return B.error(rc, f"topic {self.name!r}")
+
+    # ---- writes ------------------------------------------------------------
+    def append(self, value, key=None, headers=None, timestamp=None):
+        """Append one record; return its offset."""
+        if type(value) is not bytes:
+            value = to_bytes(value, "value")
+        if key is None and headers is None and timestamp is None:
+            off = lib.pl_topic_append(self._h, B.NULL, -1, value, len(value),
+                                      B.NULL, 0, B.TS_NOW)
+        else:
+            if key is not None:
+                key = to_bytes(key, "key")
+            hdr = encode_headers(headers)
+            off = lib.pl_topic_append(
+                self._h, B.NULL if key is None else key,
+                -1 if key is None else len(key), value, len(value),
+                B.NULL if hdr is None else hdr, 0 if hdr is None else len(hdr),
+                _timestamp(timestamp))
+        if off < 0:
+            raise self._fail(off)
+        return off
+
+    def append_batch(self, values, *, keys=None, timestamps=None,
+                     headers=None):
+        """Append records atomically (all or none after any crash); return
+        the first offset. keys, timestamps and headers, when given, are
+        sequences as long as values (None entries allowed)."""
+        if isinstance(values, (bytes, str)) or not hasattr(values, "__iter__"):
+            raise E.InvalidRecordError(
+                "append_batch takes a sequence of values")
+        vals = values if type(values) in (list, tuple) else list(values)
+        n = len(vals)
+        if n == 0:
+            raise E.InvalidRecordError("append_batch needs at least one value")
+        if any(type(v) is not bytes for v in vals):
+            vals = [to_bytes(v, f"value {i}") for i, v in enumerate(vals)]
+        blob = b"".join(vals)
+        vlens = array("q", map(len, vals))
+        kblob = klens = hblob = hlens = tsa = B.NULL
+        if keys is not None:
+            keys = self._parallel(keys, n, "keys")
+            kl = [None if k is None else to_bytes(k, f"key {i}")
+                  for i, k in enumerate(keys)]
+            kblob = b"".join(k for k in kl if k is not None) or b"\0"
+            klens = ffi.from_buffer(
+                "int64_t[]", array("q", (-1 if k is None else len(k)
+                                         for k in kl)))
+        if headers is not None:
+            headers = self._parallel(headers, n, "headers")
+            hl = [encode_headers(h) or b"" for h in headers]
+            hblob = b"".join(hl) or b"\0"
+            hlens = ffi.from_buffer("int64_t[]", array("q", map(len, hl)))
+        if timestamps is not None:
+            timestamps = self._parallel(timestamps, n, "timestamps")
+            tsa = ffi.from_buffer("int64_t[]",
+                                  array("q", map(_timestamp, timestamps)))
+        off = lib.pl_topic_append_batch(
+            self._h, n, blob or b"\0", ffi.from_buffer("int64_t[]", vlens),
+            kblob, klens, hblob, hlens, tsa)
+        if off < 0:
+            raise self._fail(off)
+        return off
+
+    @staticmethod
+    def _parallel(seq, n, what):
+        seq = list(seq)
+        if len(seq) != n:
+            raise E.InvalidRecordError(
+                f"{what} has {len(seq)} entries for {n} values")
+        return seq
+
+    def flush(self):
+        """fdatasync every segment of this topic."""
+        B.check(lib.pl_topic_flush(self._h), f"topic {self.name!r}")
+
+    # ---- reads -------------------------------------------------------------
+    def _buffers(self):
+        tls = self._tls
+        try:
+            return tls.meta, tls.mapp
+        except AttributeError:
+            tls.meta = ffi.new("int64_t[]", B.META * READ_CHUNK)
+            tls.mapp = ffi.new("pl_map **")
+            return tls.meta, tls.mapp
+
+    def _fetch(self, offset, max_records, max_bytes=0):
+        """Up to max_records records from offset (one segment at most)."""
+        meta, mapp = self._buffers()
+        known, view = self._pin
+        n = lib.pl_topic_read(self._h, offset, max_records, max_bytes, meta,
+                              known, mapp)
+        if n <= 0:
+            if n < 0:
+                raise self._fail(n)
+            return []
+        m = mapp[0]
+        if m != known:
+            view = B.pin(m)
+            self._pin = (m, view)
+        return self._decode(ffi.unpack(meta, B.META * n), n, view)
+
+    def _decode(self, v, n, view):
+        topic = self.name
+        out = []
+        app = out.append
+        if max(v[5::8]) < ZERO_COPY_MIN:
+            # Small values: one copy of the whole span, then cheap slices.
+            lo = v[2]
+            blob = view[lo:v[-2] + v[-1]].tobytes()
+            for i in range(0, B.META * n, B.META):
+                o, ts, kp, kl, vp, vl, hp, hl = v[i:i + 8]
+                vp -= lo
+                app(Record(o, ts, None if kl < 0 else blob[kp - lo:kp - lo + kl],
+                           blob[vp:vp + vl],
+                           decode_headers(blob, hp - lo, hl,
+                                          f"at offset {o} of {topic!r}")
+                           if hl else (), topic))
+            return out
+        for i in range(0, B.META * n, B.META):
+            o, ts, kp, kl, vp, vl, hp, hl = v[i:i + 8]
+            val = view[vp:vp + vl]
+            app(Record(o, ts, None if kl < 0 else view[kp:kp + kl].tobytes(),
+                       val if vl >= ZERO_COPY_MIN else val.tobytes(),
+                       decode_headers(view, hp, hl,
+                                      f"at offset {o} of {topic!r}")
+                       if hl else (), topic))
+        return out
+
+    def get(self, offset):
+        """The record at offset; OffsetOutOfRangeError if there is none."""
+        recs = self._fetch(_offset(offset), 1)
+        if not recs:
+            raise E.OffsetOutOfRangeError(
+                f"offset {offset} of topic {self.name!r} is not written yet "
+                f"(end_offset is {self.end_offset})")
+        return recs[0]
+
+    def read(self, from_offset=None, max_records=None):
+        """Iterate records from from_offset (default: start_offset) up to the
+        end_offset at the time of the call, at most max_records of them."""
+        start = self.start_offset
+        off = start if from_offset is None else _offset(from_offset,
+                                                        "from_offset")
+        end = self.end_offset
+        if off < start or off > end:
+            raise E.OffsetOutOfRangeError(
+                f"from_offset {off} is outside [{start}, {end}] of topic "
+                f"{self.name!r}")
+        if max_records is not None:
+            max_records = _offset(max_records, "max_records")
+            if max_records < 0:
+                raise ValueError("max_records must be >= 0")
+            end = min(end, off + max_records)
+        return self._iter(off, end)
+
+    def _iter(self, off, end):
+        while off < end:
+            recs = self._fetch(off, min(READ_CHUNK, end - off))
+            if not recs:
+                return
+            yield from recs
+            off = recs[-1].offset + 1
+
+    def offset_for_time(self, ms):
+        """Earliest offset whose timestamp is >= ms, or None if none is."""
+        ms = _offset(ms, "timestamp")
+        r = lib.pl_topic_offset_for_time(self._h, max(ms, -(2**63) + 1))
+        if r == -lib.PL_ENOTFOUND:
+            return None
+        if r < 0:
+            raise self._fail(r)
+        return r
+
+    # ---- positions ---------------------------------------------------------
+    @property
+    def start_offset(self):
+        """First offset still retained."""
+        return lib.pl_topic_start_offset(self._h)
+
+    @property
+    def end_offset(self):
+        """Next offset to be written."""
+        return lib.pl_topic_end_offset(self._h)
+
+    @property
+    def durable_offset(self):
+        """Every offset below this one has been fdatasync'ed."""
+        return lib.pl_topic_durable_offset(self._h)
+
+    def __len__(self):
+        return self.end_offset - self.start_offset
+
+    def _reopen(self, handle, config):
+        self._h = handle
+        self.config = dict(config)
+
+    def _close(self):
+        rc = lib.pl_topic_close(self._h)
+        self._pin = (B.NULL, None)
+        return rc
