@@ -22,7 +22,7 @@
 #define PL_BATCH_HDR 48 /* batch header */
 #define PL_REC_HDR 20   /* record header */
 #define PL_IDX_HDR 56   /* index file header */
-#define PL_IDX_ENTRY 16 /* one index entry */
+#define PL_IDX_ENTRY 24 /* one index entry */
 /* Positions inside a segment are u32: a segment never exceeds this. */
 #define PL_SEG_MAX ((int64_t)UINT32_MAX)
 
@@ -73,9 +73,11 @@ struct pl_map {
 
 /* ---- segments (segment.c) ---------------------------------------------- */
 typedef struct pl_idx_entry {
-    uint32_t rel;    /* offset - segment base */
-    uint32_t pos;    /* byte position of a batch */
-    int64_t max_ts;  /* max timestamp of the batches before pos */
+    uint32_t rel;       /* offset - segment base */
+    uint32_t pos;       /* byte position of that offset's record */
+    uint32_t batch_pos; /* byte position of the batch holding it */
+    uint32_t reserved;  /* 0 */
+    int64_t max_ts;     /* max timestamp of the batches before batch_pos */
 } pl_idx_entry;
 
 typedef struct pl_segment {
@@ -106,6 +108,8 @@ typedef struct pl_segment {
 /* Result of checking the batch at `pos`. */
 typedef struct pl_batch {
     int64_t pos, len, count, base, first_ts, max_ts;
+    int64_t rec_pos, rec_off; /* where decoding starts: the first record,
+                                 or a record an index entry points at */
 } pl_batch;
 
 /* Parse the batch header at pos (bounds and fields, no checksum).
@@ -116,8 +120,12 @@ int pl_batch_checksum_ok(const uint8_t *data, const pl_batch *b);
 void pl_seg_header_write(uint8_t *hdr, int64_t base);
 int pl_seg_header_check(const uint8_t *hdr, int64_t base);
 char *pl_seg_path(const char *dir, int64_t base, const char *ext);
-/* Append an index entry if due (caller holds the writer lock). */
-void pl_seg_index_add(pl_segment *s, const pl_batch *b, int64_t interval);
+/* Add the index entries due for batch b, whose bytes are at data + b->pos
+ * (caller holds the writer lock): one at the batch if interval bytes have
+ * passed since the last entry, and, in a batch longer than interval, one
+ * at each record that starts interval bytes after the last entry. */
+void pl_seg_index_add(pl_segment *s, const uint8_t *data, const pl_batch *b,
+                      int64_t interval);
 int pl_seg_index_alloc(pl_segment *s, int64_t cap_bytes, int64_t interval);
 /* Scan batches from the header on; fills index, end, max_ts; returns the
  * position after the last valid batch in *valid_end. 1 if the scan stopped
@@ -127,8 +135,9 @@ int pl_seg_scan(pl_segment *s, const uint8_t *data, int64_t limit,
 int pl_seg_index_write(const pl_segment *s, const char *dir);
 /* Load a sealed segment's index file if it matches the segment. */
 int pl_seg_index_load(pl_segment *s, int64_t seg_len, int64_t next_base);
-/* Find the last index entry with rel <= target_rel (or the header). */
-int64_t pl_seg_index_find(const pl_segment *s, int64_t rel);
+/* The last index entry with rel <= target_rel; an entry pointing at the
+ * segment's first batch if there is none. */
+pl_idx_entry pl_seg_index_find(const pl_segment *s, int64_t rel);
 int64_t pl_seg_index_find_time(const pl_segment *s, int64_t ts);
 void pl_seg_free(pl_segment *s);
 

@@ -122,15 +122,34 @@ int pl_seg_index_alloc(pl_segment *s, int64_t cap_bytes, int64_t interval) {
     return 0;
 }
 
-void pl_seg_index_add(pl_segment *s, const pl_batch *b, int64_t interval) {
+static void index_push(pl_segment *s, int64_t rel, int64_t pos,
+                       int64_t batch_pos) {
     uint32_t n = atomic_load_explicit(&s->nidx, memory_order_relaxed);
-    if ((s->last_idx_pos < 0 || b->pos - s->last_idx_pos >= interval) &&
-        n < s->idx_cap) {
-        s->idx[n].rel = (uint32_t)(b->base - s->base);
-        s->idx[n].pos = (uint32_t)b->pos;
-        s->idx[n].max_ts = s->run_max_ts;
-        atomic_store_explicit(&s->nidx, n + 1, memory_order_release);
-        s->last_idx_pos = b->pos;
+    if (n >= s->idx_cap) return; /* cannot happen: entries are >= interval
+                                    bytes apart and cap covers that */
+    s->idx[n].rel = (uint32_t)rel;
+    s->idx[n].pos = (uint32_t)pos;
+    s->idx[n].batch_pos = (uint32_t)batch_pos;
+    s->idx[n].reserved = 0;
+    s->idx[n].max_ts = s->run_max_ts;
+    atomic_store_explicit(&s->nidx, n + 1, memory_order_release);
+    s->last_idx_pos = pos;
+}
+
+void pl_seg_index_add(pl_segment *s, const uint8_t *data, const pl_batch *b,
+                      int64_t interval) {
+    if (s->last_idx_pos < 0 || b->pos - s->last_idx_pos >= interval)
+        index_push(s, b->base - s->base, b->pos, b->pos);
+    if (b->len > interval) {
+        int64_t p = b->pos + PL_BATCH_HDR;
+        for (int64_t i = 0; i < b->count; i++) {
+            if (p - s->last_idx_pos >= interval)
+                index_push(s, b->base + i - s->base, p, b->pos);
+            const uint8_t *r = data + p;
+            int32_t kl = (int32_t)get32(r + 8);
+            p += PL_REC_HDR + (kl > 0 ? kl : 0) + get32(r + 12) +
+                 get32(r + 16);
+        }
     }
     if (b->max_ts > s->run_max_ts) s->run_max_ts = b->max_ts;
     s->max_ts = s->run_max_ts;
@@ -149,7 +168,7 @@ int pl_seg_scan(pl_segment *s, const uint8_t *data, int64_t limit,
             garbage = 1;
             break;
         }
-        pl_seg_index_add(s, &b, interval);
+        pl_seg_index_add(s, data, &b, interval);
         expect += b.count;
         pos += b.len;
     }
@@ -158,7 +177,7 @@ int pl_seg_scan(pl_segment *s, const uint8_t *data, int64_t limit,
     return garbage;
 }
 
-int64_t pl_seg_index_find(const pl_segment *s, int64_t rel) {
+pl_idx_entry pl_seg_index_find(const pl_segment *s, int64_t rel) {
     uint32_t n = atomic_load_explicit(&s->nidx, memory_order_acquire);
     uint32_t lo = 0, hi = n; /* first entry with rel > target */
     while (lo < hi) {
@@ -168,7 +187,9 @@ int64_t pl_seg_index_find(const pl_segment *s, int64_t rel) {
         else
             hi = mid;
     }
-    return lo == 0 ? PL_SEG_HDR : (int64_t)s->idx[lo - 1].pos;
+    if (lo > 0) return s->idx[lo - 1];
+    pl_idx_entry first = {0, PL_SEG_HDR, PL_SEG_HDR, 0, INT64_MIN};
+    return first;
 }
 
 int64_t pl_seg_index_find_time(const pl_segment *s, int64_t ts) {
@@ -181,7 +202,7 @@ int64_t pl_seg_index_find_time(const pl_segment *s, int64_t ts) {
         else
             hi = mid;
     }
-    return lo == 0 ? PL_SEG_HDR : (int64_t)s->idx[lo - 1].pos;
+    return lo == 0 ? PL_SEG_HDR : (int64_t)s->idx[lo - 1].batch_pos;
 }
 
 /* Write BASE.idx for a sealed segment (tmp file, then rename). Not synced:
@@ -248,9 +269,11 @@ int pl_seg_index_load(pl_segment *s, int64_t seg_len, int64_t next_base) {
     /* Entries must point inside the segment, in order. */
     const pl_idx_entry *e = (const pl_idx_entry *)(h + PL_IDX_HDR);
     for (uint32_t i = 0; i < n; i++) {
-        if (e[i].pos < PL_SEG_HDR || (int64_t)e[i].pos >= seg_len ||
+        if (e[i].batch_pos < PL_SEG_HDR || e[i].pos < e[i].batch_pos ||
+            (int64_t)e[i].pos >= seg_len || e[i].reserved != 0 ||
             (int64_t)e[i].rel >= next_base - s->base ||
-            (i > 0 && (e[i].pos <= e[i - 1].pos || e[i].rel < e[i - 1].rel ||
+            (i > 0 && (e[i].pos <= e[i - 1].pos || e[i].rel <= e[i - 1].rel ||
+                       e[i].batch_pos < e[i - 1].batch_pos ||
                        e[i].max_ts < e[i - 1].max_ts)))
             goto bad;
     }

@@ -708,10 +708,10 @@ static int64_t publish(pl_topic *t, int64_t len, int64_t count,
     if (pl_io_write_map(h, (size_t)len) < 0)
         return pl_err(PL_EIO, errno, "write of %" PRId64 " bytes at "
                       "position %" PRId64 " of %s failed", len, pos, s->path);
-    pl_batch b = {pos, len, count, base, first_ts, max_ts};
+    pl_batch b = {pos, len, count, base, first_ts, max_ts, 0, 0};
     __atomic_store_n(&s->dirty, 1, __ATOMIC_RELAXED);
     atomic_store_explicit(&s->pub_pos, pos + len, memory_order_release);
-    pl_seg_index_add(s, &b, t->cfg.index_interval_bytes);
+    pl_seg_index_add(s, s->map->base, &b, t->cfg.index_interval_bytes);
     s->end = base + count;
     atomic_store(&t->end_offset, base + count); /* seq_cst: see pl_topic_wait */
     return base;
@@ -857,19 +857,37 @@ static int verify_batch(pl_segment *s, const pl_batch *b, int64_t offset) {
     return 0;
 }
 
-/* Find the batch holding offset in segment s, reading below limit. */
+static void start_at_first(pl_batch *b) {
+    b->rec_pos = b->pos + PL_BATCH_HDR;
+    b->rec_off = b->base;
+}
+
+/* Find the batch holding offset in segment s, reading below limit; set
+ * b->rec_pos/rec_off to the nearest record the index knows (invariant 5:
+ * what the index points at is checked, not trusted). */
 static int seek_batch(pl_segment *s, int64_t limit, int64_t offset,
                       pl_batch *b) {
     const uint8_t *d = s->map->base;
-    int64_t pos = pl_seg_index_find(s, offset - s->base);
+    pl_idx_entry e = pl_seg_index_find(s, offset - s->base);
+    int64_t pos = e.batch_pos;
     for (;;) {
         int r = pl_batch_parse(d, limit, pos, b);
         if (r == 0) return corrupt(s, pos, offset, "data ends early");
         if (r < 0) return corrupt(s, pos, offset, "invalid batch header");
         if (b->base > offset) return corrupt(s, pos, offset, "offset gap");
-        if (b->base + b->count > offset) return verify_batch(s, b, offset);
+        if (b->base + b->count > offset) break;
         pos += b->len;
     }
+    start_at_first(b);
+    if (b->pos == e.batch_pos && e.pos > e.batch_pos) {
+        int64_t eoff = s->base + e.rel;
+        if (eoff <= b->base || eoff >= b->base + b->count ||
+            e.pos >= b->pos + b->len)
+            return corrupt(s, e.pos, offset, "index entry outside its batch");
+        b->rec_pos = e.pos;
+        b->rec_off = eoff;
+    }
+    return verify_batch(s, b, offset);
 }
 
 /* Prepare segment i for reading: lazy load (invariant 7). */
@@ -890,9 +908,9 @@ static int decode_batch(pl_segment *s, const pl_batch *b, int64_t offset,
                         int max, int64_t *bytes, int64_t max_bytes,
                         int64_t *meta) {
     const uint8_t *d = s->map->base;
-    int64_t p = b->pos + PL_BATCH_HDR, end = b->pos + b->len;
+    int64_t p = b->rec_pos, end = b->pos + b->len;
     int n = 0;
-    for (int64_t i = 0; i < b->count && n < max; i++) {
+    for (int64_t i = b->rec_off - b->base; i < b->count && n < max; i++) {
         if (end - p < PL_REC_HDR)
             return corrupt(s, b->pos, offset, "record overruns its batch");
         const uint8_t *r = d + p;
@@ -964,6 +982,7 @@ int pl_topic_read(pl_topic *t, int64_t offset, int max_records,
             next >= seg_end || next >= end)
             break;
         int r = pl_batch_parse(s->map->base, limit, b.pos + b.len, &b);
+        start_at_first(&b);
         if (r <= 0 || b.base != next) {
             rc = corrupt(s, b.pos, next, r == 0 ? "data ends early"
                                                 : "invalid batch");
@@ -1005,6 +1024,7 @@ int64_t pl_topic_offset_for_time(pl_topic *t, int64_t ts) {
         while ((r = pl_batch_parse(s->map->base, limit, pos, &b)) > 0 &&
                b.base < seg_end && (next < 0 || b.base == next)) {
             if (b.max_ts >= ts) {
+                start_at_first(&b);
                 if ((r = verify_batch(s, &b, b.base)) < 0) {
                     rc = r;
                     goto out;

@@ -285,12 +285,28 @@ class Topic:
 
     def get(self, offset):
         """The record at offset; OffsetOutOfRangeError if there is none."""
-        recs = self._fetch(_offset(offset), 1)
-        if not recs:
+        if type(offset) is not int:
+            offset = _offset(offset)
+        meta, mapp = self._buffers()
+        known, view = self._pin
+        n = lib.pl_topic_read(self._h, offset, 1, 0, meta, known, mapp)
+        if n != 1:
+            if n < 0:
+                raise self._fail(n)
             raise E.OffsetOutOfRangeError(
                 f"offset {offset} of topic {self.name!r} is not written yet "
                 f"(end_offset is {self.end_offset})")
-        return recs[0]
+        m = mapp[0]
+        if m != known:
+            view = B.pin(m)
+            self._pin = (m, view)
+        o, ts, kp, kl, vp, vl, hp, hl = ffi.unpack(meta, B.META)
+        value = view[vp:vp + vl]
+        return Record(o, ts, None if kl < 0 else view[kp:kp + kl].tobytes(),
+                      value if vl >= ZERO_COPY_MIN else value.tobytes(),
+                      decode_headers(view, hp, hl,
+                                     f"at offset {o} of {self.name!r}")
+                      if hl else (), self.name)
 
     def read(self, from_offset=None, max_records=None):
         """Iterate records from from_offset (default: start_offset) up to the
