@@ -602,13 +602,18 @@ static int writable(pl_topic *t) {
 static int roll(pl_topic *t, int64_t cap) {
     pl_segment *old = t->active, *s;
     int rc;
-    if (t->cfg.sync_mode != PL_SYNC_NONE && old->dirty) {
+    /* dirty is shared with sync_segments (which exchanges it without the
+     * wlock): atomic accesses. It is cleared only after the fdatasync, so
+     * a concurrent sync round that sees 0 cannot raise durable past data
+     * that is not on disk yet. */
+    if (t->cfg.sync_mode != PL_SYNC_NONE &&
+        __atomic_load_n(&old->dirty, __ATOMIC_ACQUIRE)) {
         if (pl_io_fdatasync(old->fd) < 0) {
             rc = pl_err(PL_EIO, errno, "fdatasync of %s failed", old->path);
             fail_sticky(t, pl_errno(), pl_errmsg());
             return rc;
         }
-        old->dirty = 0;
+        __atomic_store_n(&old->dirty, 0, __ATOMIC_RELEASE);
     }
     if ((rc = segment_create(t, old->end, cap, &s)) < 0) return rc;
     int64_t used = atomic_load(&old->pub_pos);
@@ -649,8 +654,12 @@ static int ensure_room(pl_topic *t, int64_t len) {
     pl_segment *s = t->active;
     int64_t pos = atomic_load_explicit(&s->pub_pos, memory_order_relaxed);
     if (pos + len <= s->cap) return 0;
-    int64_t need = round_page(PL_SEG_HDR + len);
-    int64_t cap = need > t->cfg.segment_bytes ? need : t->cfg.segment_bytes;
+    /* Only a batch larger than segment_bytes gets a bigger (page-rounded)
+     * segment. Rounding the need up before comparing made rolled segments
+     * larger than segment_bytes (at least 4 KiB) for small batches. */
+    int64_t need = PL_SEG_HDR + len;
+    int64_t cap = need > t->cfg.segment_bytes ? round_page(need)
+                                              : t->cfg.segment_bytes;
     if (pos > PL_SEG_HDR) return roll(t, cap);
     /* An empty active segment too small for this batch: grow it. */
     if (pl_io_fallocate(s->fd, cap) < 0)
@@ -881,8 +890,12 @@ static int seek_batch(pl_segment *s, int64_t limit, int64_t offset,
     start_at_first(b);
     if (b->pos == e.batch_pos && e.pos > e.batch_pos) {
         int64_t eoff = s->base + e.rel;
-        if (eoff <= b->base || eoff >= b->base + b->count ||
-            e.pos >= b->pos + b->len)
+        /* pl_seg_index_add may index a batch's first record (when the
+         * batch itself was not yet due but its first record is): such an
+         * entry is valid iff it points right after the batch header. */
+        if (eoff < b->base || eoff >= b->base + b->count ||
+            e.pos >= b->pos + b->len ||
+            (eoff == b->base && e.pos != b->pos + PL_BATCH_HDR))
             return corrupt(s, e.pos, offset, "index entry outside its batch");
         b->rec_pos = e.pos;
         b->rec_off = eoff;
@@ -896,8 +909,18 @@ static int segment_ready(pl_topic *t, int64_t i, int64_t offset) {
     if (s->sealed) {
         int rc = segment_load(t, s, t->segs[i + 1]->base);
         if (rc < 0) return rc;
-        if (s->bad_pos == 0)
+        if (s->bad_pos == 0) {
+            /* A valid header of another format version is not damage:
+             * say so, as segment_recover does for the active segment. */
+            const uint8_t *h = s->map->base;
+            if (s->cap >= PL_SEG_HDR &&
+                pl_seg_header_check(h, s->base) == -PL_EFORMAT)
+                return pl_err(PL_EFORMAT, 0, "segment %s has format version "
+                              "%u; this pylog reads version %d (reading "
+                              "offset %" PRId64 ")", s->path, get32(h + 8),
+                              PL_FORMAT_VERSION, offset);
             return corrupt(s, 0, offset, "invalid segment header");
+        }
     }
     return 0;
 }
