@@ -26,18 +26,24 @@ class Catalog:
         except lmdb.Error as exc:
             raise E.PylogIOError(f"cannot open catalog {path}: {exc}") from exc
         self.path = path
-        self.meta = self.env.open_db(b"meta")
-        self.topics_db = self.env.open_db(b"topics")
-        with self.env.begin(write=True) as txn:
-            v = txn.get(b"format_version", db=self.meta)
-            if v is None:
-                txn.put(b"format_version", str(FORMAT_VERSION).encode(),
-                        db=self.meta)
-            elif v != str(FORMAT_VERSION).encode():
-                raise E.FormatVersionError(
-                    f"catalog {path} has format version "
-                    f"{v.decode('ascii', 'replace')}; this pylog reads "
-                    f"version {FORMAT_VERSION}")
+        try:
+            self.meta = self.env.open_db(b"meta")
+            self.topics_db = self.env.open_db(b"topics")
+            with self.env.begin(write=True) as txn:
+                v = txn.get(b"format_version", db=self.meta)
+                if v is None:
+                    txn.put(b"format_version", str(FORMAT_VERSION).encode(),
+                            db=self.meta)
+                elif v != str(FORMAT_VERSION).encode():
+                    raise E.FormatVersionError(
+                        f"catalog {path} has format version "
+                        f"{v.decode('ascii', 'replace')}; this pylog reads "
+                        f"version {FORMAT_VERSION}")
+        except BaseException:
+            # Never leave the environment open behind a failed open: LMDB
+            # forbids a second open of it in this process.
+            self.env.close()
+            raise
 
     def topics(self):
         with self.env.begin(db=self.topics_db) as txn:

@@ -62,7 +62,7 @@ class Log:
 
     def __init__(self, path, sync="none", sync_interval_ms=1000,
                  **topic_defaults):
-        if sync not in B.SYNC_MODES:
+        if not isinstance(sync, str) or sync not in B.SYNC_MODES:
             raise E.InvalidConfigError(
                 f"sync must be 'none', 'interval' or 'always', not {sync!r}")
         if (isinstance(sync_interval_ms, bool)
@@ -91,11 +91,16 @@ class Log:
         try:
             self._catalog = Catalog(os.path.join(self.path, "catalog"),
                                     durable=sync != "none")
+        except BaseException:
+            os.close(self._lockfd)
+            raise
+        try:
             self._topics_dir = os.path.join(self.path, "topics")
             self._trash = os.path.join(self.path, "trash")
             os.makedirs(self._topics_dir, exist_ok=True)
             self._sweep()
         except BaseException:
+            self._catalog.close()
             os.close(self._lockfd)
             raise
         self._closed = False

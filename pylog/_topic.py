@@ -16,6 +16,7 @@ READ_CHUNK = 500       # records decoded per C call by read()
 ZERO_COPY_MIN = 1024   # values this large come back as views into the map
 _H_KEY = struct.Struct("<H")
 _H_VAL = struct.Struct("<i")
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
 class Record:
@@ -149,9 +150,21 @@ class Topic:
         self.config = dict(config)
         self._tls = threading.local()
         self._pin = (B.NULL, None)  # (pl_map *, memoryview) last map read
+        self._closed = False
 
     def __repr__(self):
+        if self._closed:
+            return f"<pylog.Topic {self.name!r} closed>"
         return f"<pylog.Topic {self.name!r} [{self.start_offset}, {self.end_offset})>"
+
+    def _check_open(self):
+        if self._closed:
+            raise E.ClosedError(f"topic {self.name!r} is closed")
+
+    @property
+    def closed(self):
+        """True once the topic's Log was closed or the topic deleted."""
+        return self._closed
 
     def _fail(self, rc):
         return B.error(rc, f"topic {self.name!r}")
@@ -287,6 +300,10 @@ class Topic:
         """The record at offset; OffsetOutOfRangeError if there is none."""
         if type(offset) is not int:
             offset = _offset(offset)
+        if not _I64_MIN <= offset <= _I64_MAX:  # beyond int64_t: no record
+            self._check_open()
+            raise E.OffsetOutOfRangeError(
+                f"offset {offset} of topic {self.name!r} is out of range")
         meta, mapp = self._buffers()
         known, view = self._pin
         n = lib.pl_topic_read(self._h, offset, 1, 0, meta, known, mapp)
@@ -337,7 +354,10 @@ class Topic:
     def offset_for_time(self, ms):
         """Earliest offset whose timestamp is >= ms, or None if none is."""
         ms = _offset(ms, "timestamp")
-        r = lib.pl_topic_offset_for_time(self._h, max(ms, -(2**63) + 1))
+        if ms > _I64_MAX:  # timestamps are int64: none is this late
+            self._check_open()
+            return None
+        r = lib.pl_topic_offset_for_time(self._h, max(ms, _I64_MIN + 1))
         if r == -lib.PL_ENOTFOUND:
             return None
         if r < 0:
@@ -348,16 +368,19 @@ class Topic:
     @property
     def start_offset(self):
         """First offset still retained."""
+        self._check_open()
         return lib.pl_topic_start_offset(self._h)
 
     @property
     def end_offset(self):
         """Next offset to be written."""
+        self._check_open()
         return lib.pl_topic_end_offset(self._h)
 
     @property
     def durable_offset(self):
         """Every offset below this one has been fdatasync'ed."""
+        self._check_open()
         return lib.pl_topic_durable_offset(self._h)
 
     def __len__(self):
@@ -366,8 +389,10 @@ class Topic:
     def _reopen(self, handle, config):
         self._h = handle
         self.config = dict(config)
+        self._closed = False
 
     def _close(self):
+        self._closed = True
         rc = lib.pl_topic_close(self._h)
         self._pin = (B.NULL, None)
         return rc
