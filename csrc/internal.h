@@ -71,6 +71,19 @@ struct pl_map {
     atomic_int dead;
 };
 
+/* ---- counters (single writer: updated under wlock, read relaxed) ------- */
+typedef struct pl_counters {
+    _Atomic int64_t appended_records, appended_bytes;
+    _Atomic int64_t retention_records, retention_bytes;
+    _Atomic int64_t full_records, full_bytes;
+    _Atomic int64_t rejected_records;
+} pl_counters;
+
+static inline void count_add(_Atomic int64_t *c, int64_t v) {
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+
 /* ---- segments (segment.c) ---------------------------------------------- */
 typedef struct pl_idx_entry {
     uint32_t rel;       /* offset - segment base */
@@ -103,6 +116,8 @@ typedef struct pl_segment {
     pl_map *idx_map;
     int64_t last_idx_pos;
     int64_t run_max_ts;  /* running max while appending */
+    int64_t idx_bytes;   /* size of its .idx file (0 if none) */
+    int64_t file_bytes;  /* size of its .log file (preallocation incl.) */
 } pl_segment;
 
 /* Result of checking the batch at `pos`. */
@@ -142,5 +157,64 @@ int64_t pl_seg_index_find_time(const pl_segment *s, int64_t ts);
 void pl_seg_free(pl_segment *s);
 
 int64_t pl_now_ms(void);
+int pl_batch_records_ok(const uint8_t *data, const pl_batch *b);
+int pl_all_zero(const uint8_t *p, int64_t n);
+
+struct pl_topic {
+    char *dir;
+    pl_config cfg;
+    pthread_mutex_t wlock;
+    pthread_rwlock_t slock;
+    pthread_mutex_t load_mu;
+    pl_segment **segs; /* sorted by base; guarded by slock */
+    int64_t nsegs, segcap;
+    pl_segment *active;
+    _Atomic int64_t end_offset;
+    _Atomic int64_t start_offset;
+    _Atomic int64_t durable;
+    atomic_int closed;
+    atomic_int failed; /* errno of the fsync that failed (sticky) */
+    char failed_msg[512];
+    int64_t truncated;
+    /* group commit */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    int syncing;
+    /* interval syncer */
+    pthread_t syncer;
+    int has_syncer, stop_syncer;
+    pthread_cond_t stop_cv;
+    /* waiters (pl_topic_wait) */
+    pthread_mutex_t wait_mu;
+    pthread_cond_t wait_cv;
+    atomic_int nwaiters;
+    int64_t wake_gen;
+    /* notifiers watching this topic (notify.c) */
+    pthread_mutex_t watch_mu;
+    struct pl_notify **watchers;
+    int nwatch_cap;
+    atomic_int nwatch;
+    /* retention and the disk cap (retention.c); guarded by wlock */
+    pthread_cond_t room_cv;     /* appends blocked by on_full=block */
+    _Atomic int64_t floor;      /* consumers' lowest committed offset */
+    _Atomic int64_t disk_bytes; /* every segment and index file */
+    pl_counters n;
+};
+
+/* ---- topic internals shared by topic.c, retention.c, notify.c ---------- */
+/* Bytes of the files of segment s: its .log (size or preallocation) and
+ * its .idx. */
+int64_t pl_seg_disk_bytes(const pl_segment *s);
+/* Make room for a new segment of new_cap bytes under max_bytes, applying
+ * on_full (caller holds wlock). 0, or -PL_EFULL / -PL_ETIMEDOUT. */
+int pl_retention_make_room(pl_topic *t, int64_t new_cap, int64_t nrecords);
+/* Delete what retention allows (caller holds wlock). Segments deleted. */
+int pl_retention_apply_locked(pl_topic *t);
+/* Load sealed segment i (map, index) if needed (topic.c). */
+int pl_seg_ensure_loaded(pl_topic *t, int64_t i);
+/* Signal every notifier watching t (publish path). */
+void pl_notify_topic(pl_topic *t);
+/* Drop every watcher (close). */
+void pl_notify_detach_all(pl_topic *t);
 
 #endif

@@ -39,11 +39,17 @@
 #define PL_EFORMAT 9   /* unknown format version or foreign file */
 #define PL_ETIMEDOUT 10 /* a wait ended without the condition */
 #define PL_ENOTFOUND 11 /* no such record (offset_for_time past the end) */
+#define PL_EFULL 12     /* max_bytes reached and on_full did not make room */
 
 /* Durability modes (see README and invariant 4 in topic.c). */
 #define PL_SYNC_NONE 0
 #define PL_SYNC_INTERVAL 1
 #define PL_SYNC_ALWAYS 2
+
+/* What an append does when a new segment would break max_bytes. */
+#define PL_FULL_DROP_OLDEST 0 /* delete the oldest segments, counting them */
+#define PL_FULL_REJECT 1      /* fail with PL_EFULL, write nothing */
+#define PL_FULL_BLOCK 2       /* wait up to full_timeout_ms for room */
 
 /* Values for the `op` of pl_fault_set. */
 #define PL_IO_WRITE 0     /* pwrite and the copy of a batch into the map */
@@ -54,6 +60,7 @@
 
 typedef struct pl_topic pl_topic;
 typedef struct pl_map pl_map;
+typedef struct pl_notify pl_notify;
 
 typedef struct pl_config {
     int64_t segment_bytes;        /* roll the active segment at this size */
@@ -61,6 +68,14 @@ typedef struct pl_config {
     int64_t index_interval_bytes; /* bytes of log between index entries */
     int sync_mode;                /* PL_SYNC_* */
     int64_t sync_interval_ms;     /* PL_SYNC_INTERVAL: the loss window */
+    /* Retention (retention.c): whole sealed segments only, oldest first. */
+    int64_t retention_ms;         /* delete when all records older (0: off) */
+    int64_t retention_bytes;      /* delete while the topic is larger (0: off) */
+    int retain_until_consumed;    /* never delete above the floor, and delete
+                                     what every consumer has passed */
+    int64_t max_bytes;            /* hard cap on the topic's files (0: off) */
+    int on_full;                  /* PL_FULL_* */
+    int64_t full_timeout_ms;      /* PL_FULL_BLOCK: longest wait */
 } pl_config;
 
 /*
@@ -159,6 +174,53 @@ void pl_topic_wake(pl_topic *t);
 /* Number of segment files, bytes on disk (segments and index files). */
 int64_t pl_topic_segment_count(pl_topic *t);
 int64_t pl_topic_disk_bytes(pl_topic *t);
+
+/* Counters since open, and the state that goes with them. */
+typedef struct pl_stats {
+    int64_t start_offset, end_offset, durable_offset;
+    int64_t segments, bytes_on_disk, truncated_bytes;
+    int64_t appended_records, appended_bytes;
+    int64_t retention_dropped_records, retention_dropped_bytes;
+    int64_t full_dropped_records, full_dropped_bytes;
+    int64_t rejected_records;
+} pl_stats;
+int pl_topic_stats(pl_topic *t, pl_stats *out);
+
+/*
+ * pl_topic_set_floor: the lowest position any consumer group registered on
+ * the topic has committed (0 at open: nothing is consumed). With
+ * retain_until_consumed, segments wholly below it are deleted and nothing
+ * above it is deleted by retention (only on_full=drop_oldest may). Applies
+ * retention and wakes appends blocked by on_full=block. Returns the number
+ * of segments deleted, or a negative PL_E*.
+ */
+int pl_topic_set_floor(pl_topic *t, int64_t floor);
+
+/* Apply retention now (it also runs at every segment roll and at open).
+ * Returns the number of segments deleted. */
+int pl_topic_apply_retention(pl_topic *t);
+
+/*
+ * Notifiers: one waiter (a consumer) watching several topics. Every append
+ * to a watched topic increments the notifier's sequence number and wakes
+ * pl_notify_wait; if the notifier is armed, it also writes its eventfd
+ * (for event loops). pl_notify_new returns one reference; each watch holds
+ * another until unwatched or the topic closes; pl_notify_free drops the
+ * creator's. Waking costs an append nothing while nobody waits.
+ */
+int pl_notify_new(pl_notify **out);
+void pl_notify_free(pl_notify *n);
+int pl_topic_watch(pl_topic *t, pl_notify *n);
+void pl_topic_unwatch(pl_topic *t, pl_notify *n);
+uint64_t pl_notify_seq(pl_notify *n);
+/* Wait until seq != seen, pl_notify_interrupt, or timeout_ms (< 0: none).
+ * Returns 1 if seq moved, 0 on timeout, -PL_ECLOSED if interrupted. */
+int pl_notify_wait(pl_notify *n, uint64_t seen, int64_t timeout_ms);
+/* Arm: the next signal writes the eventfd returned (read it to disarm). */
+int pl_notify_arm(pl_notify *n);
+void pl_notify_disarm(pl_notify *n);
+/* Wake every waiter for good (the consumer is closing). */
+void pl_notify_interrupt(pl_notify *n);
 
 /* Maps: the memory behind zero-copy views. */
 const uint8_t *pl_map_base(const pl_map *m);

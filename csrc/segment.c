@@ -61,7 +61,7 @@ int pl_seg_header_check(const uint8_t *h, int64_t base) {
     return 0;
 }
 
-static int all_zero(const uint8_t *p, int64_t n) {
+int pl_all_zero(const uint8_t *p, int64_t n) {
     for (int64_t i = 0; i < n; i++)
         if (p[i]) return 0;
     return 1;
@@ -71,10 +71,10 @@ int pl_batch_parse(const uint8_t *data, int64_t limit, int64_t pos,
                    pl_batch *b) {
     if (pos >= limit) return 0;
     if (limit - pos < PL_BATCH_HDR)
-        return all_zero(data + pos, limit - pos) ? 0 : -1;
+        return pl_all_zero(data + pos, limit - pos) ? 0 : -1;
     const uint8_t *h = data + pos;
     uint32_t len = get32(h + 8);
-    if (len == 0) return all_zero(h, PL_BATCH_HDR) ? 0 : -1;
+    if (len == 0) return pl_all_zero(h, PL_BATCH_HDR) ? 0 : -1;
     uint32_t count = get32(h + 12);
     if (len < PL_BATCH_HDR + PL_REC_HDR || (int64_t)len > limit - pos)
         return -1;
@@ -95,7 +95,7 @@ int pl_batch_checksum_ok(const uint8_t *data, const pl_batch *b) {
 }
 
 /* The records of a checksummed batch tile it exactly. */
-static int batch_records_ok(const uint8_t *data, const pl_batch *b) {
+int pl_batch_records_ok(const uint8_t *data, const pl_batch *b) {
     int64_t p = b->pos + PL_BATCH_HDR, end = b->pos + b->len;
     for (int64_t i = 0; i < b->count; i++) {
         if (end - p < PL_REC_HDR) return 0;
@@ -164,7 +164,7 @@ int pl_seg_scan(pl_segment *s, const uint8_t *data, int64_t limit,
         int r = pl_batch_parse(data, limit, pos, &b);
         if (r == 0) break;
         if (r < 0 || b.base != expect || !pl_batch_checksum_ok(data, &b) ||
-            !batch_records_ok(data, &b)) {
+            !pl_batch_records_ok(data, &b)) {
             garbage = 1;
             break;
         }

@@ -46,37 +46,6 @@
 
 #include "internal.h"
 
-struct pl_topic {
-    char *dir;
-    pl_config cfg;
-    pthread_mutex_t wlock;
-    pthread_rwlock_t slock;
-    pthread_mutex_t load_mu;
-    pl_segment **segs; /* sorted by base; guarded by slock */
-    int64_t nsegs, segcap;
-    pl_segment *active;
-    _Atomic int64_t end_offset;
-    _Atomic int64_t start_offset;
-    _Atomic int64_t durable;
-    atomic_int closed;
-    atomic_int failed; /* errno of the fsync that failed (sticky) */
-    char failed_msg[512];
-    int64_t truncated;
-    /* group commit */
-    pthread_mutex_t sync_mu;
-    pthread_cond_t sync_cv;
-    int syncing;
-    /* interval syncer */
-    pthread_t syncer;
-    int has_syncer, stop_syncer;
-    pthread_cond_t stop_cv;
-    /* waiters */
-    pthread_mutex_t wait_mu;
-    pthread_cond_t wait_cv;
-    atomic_int nwaiters;
-    int64_t wake_gen;
-};
-
 int64_t pl_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -138,21 +107,56 @@ fail:
     return rc;
 }
 
-/* Zero [from, cap) up to the last non-zero byte, so that bytes cut from a
- * torn tail cannot pass for batches later (invariant 6). Returns the
- * number of bytes that were not zero-tail. */
-static int64_t zero_tail(uint8_t *data, int64_t from, int64_t cap) {
+/* Zero [from, end) up to its last non-zero byte, so that bytes cut from a
+ * torn tail, or left past a clean end by a power loss that kept a later
+ * page but not an earlier one, cannot pass for batches later (invariant
+ * 6). Returns the number of bytes zeroed. */
+static int64_t zero_tail(uint8_t *data, int64_t from, int64_t end) {
     int64_t last = from;
-    for (int64_t p = from; p < cap; p += 8) {
+    for (int64_t p = from; p < end; p += 8) {
         uint64_t w = 0;
-        memcpy(&w, data + p, (size_t)(cap - p < 8 ? cap - p : 8));
-        if (w) last = p + 8 < cap ? p + 8 : cap;
+        memcpy(&w, data + p, (size_t)(end - p < 8 ? end - p : 8));
+        if (w) last = p + 8 < end ? p + 8 : end;
     }
     if (last > from) memset(data + from, 0, (size_t)(last - from));
     return last - from;
 }
 
-/* Open and recover the active segment (invariants 5, 6). */
+/* Copy the active segment's file to BASE.log.damaged before recovery
+ * changes it. */
+static int save_damaged(pl_segment *s, int64_t size) {
+    size_t n = strlen(s->path) + 16;
+    char *dst = malloc(n);
+    uint8_t *buf = malloc(1 << 16);
+    int fd = -1, rc = 0;
+    if (!dst || !buf) {
+        rc = pl_err(PL_ENOMEM, 0, "out of memory");
+        goto out;
+    }
+    snprintf(dst, n, "%s.damaged", s->path);
+    fd = pl_io_open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) goto io;
+    for (int64_t off = 0; off < size;) {
+        size_t k = size - off < (1 << 16) ? (size_t)(size - off) : 1 << 16;
+        if (pl_io_pread(s->fd, buf, k, off) < 0 ||
+            pl_io_pwrite(fd, buf, k, off) < 0)
+            goto io;
+        off += (int64_t)k;
+    }
+    goto out;
+io:
+    rc = pl_err(PL_EIO, errno, "cannot save the damaged segment %s to %s",
+                s->path, dst);
+out:
+    pl_io_close(fd);
+    free(dst);
+    free(buf);
+    return rc;
+}
+
+/* Open and recover the active segment (invariants 5, 6). A clean close
+ * truncates it to its data; a file longer than its data means the process
+ * did not close it, and the bytes past the data are checked and zeroed. */
 static int segment_recover(pl_topic *t, pl_segment *s) {
     int64_t size;
     s->fd = pl_io_open(s->path, O_RDWR, 0);
@@ -171,6 +175,13 @@ static int segment_recover(pl_topic *t, pl_segment *s) {
                           "reads version %d", s->path, get32(hdr + 8),
                           PL_FORMAT_VERSION);
         hdr_ok = r == 0;
+        /* A damaged header (not merely never written) may mean the file
+         * is not ours at all: keep its bytes before recovery rewrites the
+         * header and zeroes what does not verify, so that opening neither
+         * fails (invariant 6) nor silently destroys anything. */
+        if (!hdr_ok && !pl_all_zero(hdr, sizeof hdr) &&
+            (r = save_damaged(s, size)) < 0)
+            return r;
     }
     int64_t cap = size > t->cfg.segment_bytes ? size : t->cfg.segment_bytes;
     if (cap > size && pl_io_fallocate(s->fd, cap) < 0) {
@@ -182,13 +193,15 @@ static int segment_recover(pl_topic *t, pl_segment *s) {
     s->map = pl_io_map(s->fd, cap, 1);
     if (!s->map) return pl_err(PL_EIO, errno, "cannot map %s", s->path);
     s->cap = cap;
+    s->file_bytes = cap;
     if (!hdr_ok) pl_seg_header_write(s->map->base, s->base);
     if (pl_seg_index_alloc(s, cap, t->cfg.index_interval_bytes) < 0)
         return pl_err(PL_ENOMEM, 0, "out of memory");
     int64_t valid_end;
-    if (pl_seg_scan(s, s->map->base, cap, t->cfg.index_interval_bytes,
-                    &valid_end))
-        t->truncated = zero_tail(s->map->base, valid_end, cap);
+    pl_seg_scan(s, s->map->base, cap, t->cfg.index_interval_bytes,
+                &valid_end);
+    if (size > valid_end)
+        t->truncated = zero_tail(s->map->base, valid_end, size);
     atomic_store(&s->pub_pos, valid_end);
     s->trusted = 1; /* every batch below valid_end was just verified */
     s->dirty = 1;
@@ -235,8 +248,9 @@ static int segment_load(pl_topic *t, pl_segment *s, int64_t next_base) {
         atomic_store(&s->verified, valid_end);
         if (garbage || s->end != next_base) {
             s->bad_pos = valid_end;
-        } else {
-            pl_seg_index_write(s, t->dir); /* best effort: derived data */
+        } else if (pl_seg_index_write(s, t->dir) == 0) { /* best effort */
+            s->idx_bytes = PL_IDX_HDR +
+                           (int64_t)atomic_load(&s->nidx) * PL_IDX_ENTRY;
         }
         s->end = next_base;
     }
@@ -269,52 +283,119 @@ static int seg_name(const char *name, const char *ext, int64_t *base) {
     return 1;
 }
 
-/* List the segment bases in dir (sorted) and remove leftovers of an
- * interrupted index write. */
-static int list_segments(pl_topic *t, int64_t **bases, int64_t *n) {
+typedef struct i64vec {
+    int64_t *v;
+    int64_t n, cap;
+} i64vec;
+
+static int vec_push(i64vec *a, int64_t x) {
+    if (a->n == a->cap) {
+        int64_t nc = a->cap ? a->cap * 2 : 16;
+        int64_t *nv = realloc(a->v, (size_t)nc * sizeof *nv);
+        if (!nv) return -1;
+        a->v = nv;
+        a->cap = nc;
+    }
+    a->v[a->n++] = x;
+    return 0;
+}
+
+static int vec_has(const i64vec *a, int64_t x) {
+    return bsearch(&x, a->v, (size_t)a->n, sizeof x, cmp_i64) != NULL;
+}
+
+static void unlink_seg_file(pl_topic *t, int64_t base, const char *ext) {
+    char *p = pl_seg_path(t->dir, base, ext);
+    if (p) pl_io_unlink(p);
+    free(p);
+}
+
+/* List the segment bases in dir (sorted) and remove what interrupted
+ * index writes and segment deletions leave: BASE.idx.tmp files, and
+ * BASE.idx files whose BASE.log is gone (retention.c). */
+static int list_segments(pl_topic *t, i64vec *logs) {
     DIR *d = opendir(t->dir);
     if (!d) return pl_err(PL_EIO, errno, "cannot list topic directory %s",
                           t->dir);
-    int64_t cap = 16, cnt = 0, b;
-    int64_t *v = malloc((size_t)cap * sizeof *v);
+    i64vec idx = {0};
+    int64_t b;
+    int oom = 0;
     struct dirent *de;
-    while (v && (de = readdir(d)) != NULL) {
-        if (seg_name(de->d_name, ".idx.tmp", &b)) {
-            char *p = pl_seg_path(t->dir, b, ".idx.tmp");
-            if (p) pl_io_unlink(p);
-            free(p);
-            continue;
-        }
-        if (!seg_name(de->d_name, ".log", &b)) continue;
-        if (cnt == cap) {
-            int64_t *nv = realloc(v, (size_t)(cap *= 2) * sizeof *v);
-            if (!nv) {
-                free(v);
-                v = NULL;
-                break;
-            }
-            v = nv;
-        }
-        v[cnt++] = b;
+    while (!oom && (de = readdir(d)) != NULL) {
+        if (seg_name(de->d_name, ".idx.tmp", &b))
+            unlink_seg_file(t, b, ".idx.tmp");
+        else if (seg_name(de->d_name, ".log", &b))
+            oom = vec_push(logs, b) < 0;
+        else if (seg_name(de->d_name, ".idx", &b))
+            oom = vec_push(&idx, b) < 0;
     }
     closedir(d);
-    if (!v) return pl_err(PL_ENOMEM, 0, "out of memory");
-    qsort(v, (size_t)cnt, sizeof *v, cmp_i64);
-    *bases = v;
-    *n = cnt;
+    if (oom) {
+        free(idx.v);
+        return pl_err(PL_ENOMEM, 0, "out of memory");
+    }
+    qsort(logs->v, (size_t)logs->n, sizeof *logs->v, cmp_i64);
+    for (int64_t i = 0; i < idx.n; i++)
+        if (!vec_has(logs, idx.v[i])) unlink_seg_file(t, idx.v[i], ".idx");
+    free(idx.v);
+    return 0;
+}
+
+static int64_t file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+/* ---- the durability checkpoint ---------------------------------------------
+ * DIR/checkpoint (24 bytes): "PYLOGCKP" | i64 offset | u64 XXH64 of 0..16.
+ * Every offset below `offset` was fdatasync'ed before the file was written,
+ * so a checkpoint that exists and verifies is true; a missing or damaged
+ * one only makes open more cautious (everything counts as not durable). */
+#define PL_CKPT_MAGIC "PYLOGCKP"
+
+static int64_t checkpoint_read(pl_topic *t) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/checkpoint", t->dir);
+    uint8_t b[24];
+    int fd = pl_io_open(path, O_RDONLY, 0);
+    int ok = fd >= 0 && pl_io_pread(fd, b, sizeof b, 0) == 0 &&
+             memcmp(b, PL_CKPT_MAGIC, 8) == 0 &&
+             get64(b + 16) == pl_xxh64(b, 16, 0);
+    pl_io_close(fd);
+    return ok ? (int64_t)get64(b + 8) : -1;
+}
+
+static void checkpoint_write(pl_topic *t, int64_t offset) {
+    char path[4096], tmp[4096];
+    snprintf(path, sizeof path, "%s/checkpoint", t->dir);
+    snprintf(tmp, sizeof tmp, "%s/checkpoint.tmp", t->dir);
+    uint8_t b[24];
+    memcpy(b, PL_CKPT_MAGIC, 8);
+    put64(b + 8, (uint64_t)offset);
+    put64(b + 16, pl_xxh64(b, 16, 0));
+    int fd = pl_io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return; /* best effort: only open gets more cautious */
+    int ok = pl_io_pwrite(fd, b, sizeof b, 0) == 0;
+    pl_io_close(fd);
+    if (!ok || pl_io_rename(tmp, path) < 0) pl_io_unlink(tmp);
+}
+
+/* Room for one more segment in the list. Callers that may race with
+ * readers hold slock (write): realloc moves the array. */
+static int segs_reserve(pl_topic *t) {
+    if (t->nsegs < t->segcap) return 0;
+    int64_t nc = t->segcap ? t->segcap * 2 : 16;
+    pl_segment **ns = realloc(t->segs, (size_t)nc * sizeof *ns);
+    if (!ns) return pl_err(PL_ENOMEM, 0, "out of memory");
+    t->segs = ns;
+    t->segcap = nc;
     return 0;
 }
 
 static int segs_push(pl_topic *t, pl_segment *s) {
-    if (t->nsegs == t->segcap) {
-        int64_t nc = t->segcap ? t->segcap * 2 : 16;
-        pl_segment **ns = realloc(t->segs, (size_t)nc * sizeof *ns);
-        if (!ns) return pl_err(PL_ENOMEM, 0, "out of memory");
-        t->segs = ns;
-        t->segcap = nc;
-    }
-    t->segs[t->nsegs++] = s;
-    return 0;
+    int rc = segs_reserve(t);
+    if (rc == 0) t->segs[t->nsegs++] = s;
+    return rc;
 }
 
 static int validate_config(const pl_config *c) {
@@ -332,6 +413,22 @@ static int validate_config(const pl_config *c) {
         return pl_err(PL_EINVAL, 0, "unknown sync mode %d", c->sync_mode);
     if (c->sync_mode == PL_SYNC_INTERVAL && c->sync_interval_ms < 1)
         return pl_err(PL_EINVAL, 0, "sync_interval_ms must be >= 1");
+    if (c->retention_ms < 0 || c->retention_bytes < 0 || c->max_bytes < 0 ||
+        c->full_timeout_ms < 0)
+        return pl_err(PL_EINVAL, 0, "retention_ms, retention_bytes, "
+                      "max_bytes and full_timeout_ms must be >= 0");
+    if (c->on_full < PL_FULL_DROP_OLDEST || c->on_full > PL_FULL_BLOCK)
+        return pl_err(PL_EINVAL, 0, "unknown on_full policy %d", c->on_full);
+    /* The cap must hold the segment being sealed and the new one, each
+     * with its largest index: a roll needs both at once. */
+    int64_t seg = c->segment_bytes + PL_IDX_HDR +
+                  (c->segment_bytes / c->index_interval_bytes + 2) *
+                      PL_IDX_ENTRY;
+    if (c->max_bytes > 0 && c->max_bytes < 2 * seg)
+        return pl_err(PL_EINVAL, 0, "max_bytes=%" PRId64 " cannot hold two "
+                      "segments of segment_bytes=%" PRId64 " with their "
+                      "indexes: use at least %" PRId64, c->max_bytes,
+                      c->segment_bytes, 2 * seg);
     return 0;
 }
 
@@ -382,9 +479,16 @@ int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out) {
     pthread_cond_init(&t->stop_cv, NULL);
     pthread_mutex_init(&t->wait_mu, NULL);
     pthread_cond_init(&t->wait_cv, NULL);
+    pthread_mutex_init(&t->watch_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->room_cv, &ca);
+    pthread_condattr_destroy(&ca);
 
-    int64_t *bases = NULL, n = 0;
-    if ((rc = list_segments(t, &bases, &n)) < 0) goto fail;
+    i64vec bases = {0};
+    if ((rc = list_segments(t, &bases)) < 0) goto fail;
+    int64_t n = bases.n, ckpt = n ? checkpoint_read(t) : -1;
     if (n == 0) {
         pl_segment *s;
         if ((rc = segment_create(t, 0, cfg->segment_bytes, &s)) < 0)
@@ -396,17 +500,25 @@ int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out) {
     } else {
         for (int64_t i = 0; i < n; i++) {
             pl_segment *s = calloc(1, sizeof *s);
-            if (!s || !(s->path = pl_seg_path(dir, bases[i], ".log"))) {
+            char *ip = NULL;
+            if (!s || !(s->path = pl_seg_path(dir, bases.v[i], ".log")) ||
+                !(ip = pl_seg_path(dir, bases.v[i], ".idx"))) {
+                if (s) free(s->path);
                 free(s);
                 rc = pl_err(PL_ENOMEM, 0, "out of memory");
                 goto fail;
             }
             s->fd = -1;
-            s->base = bases[i];
+            s->base = bases.v[i];
             s->bad_pos = -1;
             s->sealed = i + 1 < n;
-            s->end = i + 1 < n ? bases[i + 1] : bases[i];
-            s->dirty = 1; /* unknown: a flush syncs it (invariant 4) */
+            s->end = i + 1 < n ? bases.v[i + 1] : bases.v[i];
+            s->file_bytes = file_size(s->path);
+            s->idx_bytes = file_size(ip);
+            free(ip);
+            /* Below the checkpoint: fdatasync'ed by an earlier process
+             * (invariant 4); above it, a flush must sync it. */
+            s->dirty = s->end > ckpt;
             if ((rc = segs_push(t, s)) < 0) {
                 pl_seg_free(s);
                 goto fail;
@@ -415,12 +527,14 @@ int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out) {
         if ((rc = segment_recover(t, t->segs[n - 1])) < 0) goto fail;
     }
     t->active = t->segs[t->nsegs - 1];
-    atomic_store(&t->start_offset, t->segs[0]->base);
-    atomic_store(&t->end_offset, t->active->end);
-    atomic_store(&t->durable, t->segs[0]->base);
-    free(bases);
-    bases = NULL;
+    int64_t start = t->segs[0]->base, end = t->active->end;
+    atomic_store(&t->start_offset, start);
+    atomic_store(&t->end_offset, end);
+    atomic_store(&t->durable, ckpt < start ? start : ckpt > end ? end : ckpt);
+    free(bases.v);
+    bases.v = NULL;
     if (cfg->sync_mode != PL_SYNC_NONE && (rc = flush_all(t)) < 0) goto fail;
+    pl_retention_apply_locked(t); /* no other thread has the handle yet */
     if (cfg->sync_mode == PL_SYNC_INTERVAL) {
         if (pthread_create(&t->syncer, NULL, syncer_main, t) != 0) {
             rc = pl_err(PL_EIO, errno, "cannot start the syncer thread");
@@ -431,7 +545,7 @@ int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out) {
     *out = t;
     return 0;
 fail:
-    free(bases);
+    free(bases.v);
     pl_topic_free(t);
     return rc;
 }
@@ -453,13 +567,21 @@ int pl_topic_close(pl_topic *t) {
     }
     if (t->cfg.sync_mode != PL_SYNC_NONE && !atomic_load(&t->failed))
         rc = flush_all(t);
+    checkpoint_write(t, atomic_load(&t->durable));
+    /* A clean close cuts the preallocated tail: the next open then knows
+     * there is nothing past the data to check (segment_recover). Best
+     * effort: if it fails, open checks the tail instead. */
+    if (t->active)
+        pl_io_ftruncate(t->active->fd, atomic_load(&t->active->pub_pos));
     pthread_rwlock_wrlock(&t->slock);
     atomic_store(&t->closed, 1);
     for (int64_t i = 0; i < t->nsegs; i++) pl_seg_free(t->segs[i]);
     t->nsegs = 0;
     t->active = NULL;
     pthread_rwlock_unlock(&t->slock);
+    pthread_cond_broadcast(&t->room_cv);
     pthread_mutex_unlock(&t->wlock);
+    pl_notify_detach_all(t);
     pl_topic_wake(t);
     pthread_mutex_lock(&t->sync_mu);
     pthread_cond_broadcast(&t->sync_cv);
@@ -487,6 +609,9 @@ void pl_topic_free(pl_topic *t) {
     pthread_cond_destroy(&t->stop_cv);
     pthread_mutex_destroy(&t->wait_mu);
     pthread_cond_destroy(&t->wait_cv);
+    pthread_mutex_destroy(&t->watch_mu);
+    pthread_cond_destroy(&t->room_cv);
+    free(t->watchers);
     free(t->dir);
     free(t);
 }
@@ -514,7 +639,12 @@ static int sync_segments(pl_topic *t, int64_t *goal) {
         pl_segment *s = t->segs[i];
         if (!__atomic_exchange_n(&s->dirty, 0, __ATOMIC_ACQ_REL)) continue;
         int fd = s->fd >= 0 ? s->fd : pl_io_open(s->path, O_RDONLY, 0);
-        int r = fd < 0 ? -1 : pl_io_fdatasync(fd);
+        if (fd < 0) { /* not an fsync failure: nothing is sticky */
+            __atomic_store_n(&s->dirty, 1, __ATOMIC_RELEASE);
+            rc = pl_err(PL_EIO, errno, "cannot open %s to sync it", s->path);
+            break;
+        }
+        int r = pl_io_fdatasync(fd);
         int e = errno;
         if (fd != s->fd) pl_io_close(fd);
         if (r < 0) {
@@ -576,6 +706,7 @@ static int flush_all(pl_topic *t) {
         atomic_store(&t->durable, goal);
     pthread_cond_broadcast(&t->sync_cv);
     pthread_mutex_unlock(&t->sync_mu);
+    if (rc == 0) checkpoint_write(t, goal);
     return rc;
 }
 
@@ -599,9 +730,19 @@ static int writable(pl_topic *t) {
 
 /* Seal the active segment and start a new one of `cap` bytes at the end
  * offset. Caller holds wlock. On error the old segment stays active. */
-static int roll(pl_topic *t, int64_t cap) {
+static int roll(pl_topic *t, int64_t cap, int64_t nrecords) {
     pl_segment *old = t->active, *s;
     int rc;
+    pthread_rwlock_wrlock(&t->slock);
+    rc = segs_reserve(t); /* before anything changes on disk */
+    pthread_rwlock_unlock(&t->slock);
+    if (rc < 0) return rc;
+    int64_t used = atomic_load(&old->pub_pos);
+    int64_t idx_size = PL_IDX_HDR + (int64_t)atomic_load(&old->nidx) *
+                                        PL_IDX_ENTRY;
+    rc = pl_retention_make_room(t, used + idx_size - pl_seg_disk_bytes(old) +
+                                       cap, nrecords);
+    if (rc < 0) return rc;
     /* dirty is shared with sync_segments (which exchanges it without the
      * wlock): atomic accesses. It is cleared only after the fdatasync, so
      * a concurrent sync round that sees 0 cannot raise durable past data
@@ -616,18 +757,13 @@ static int roll(pl_topic *t, int64_t cap) {
         __atomic_store_n(&old->dirty, 0, __ATOMIC_RELEASE);
     }
     if ((rc = segment_create(t, old->end, cap, &s)) < 0) return rc;
-    int64_t used = atomic_load(&old->pub_pos);
     /* Best effort: a failed truncate leaves zeros the scan stops at, a
      * failed index write leaves an index the next load rebuilds. */
     if (pl_io_ftruncate(old->fd, used) < 0) used = old->cap;
-    pl_seg_index_write(old, t->dir);
+    old->idx_bytes = pl_seg_index_write(old, t->dir) == 0 ? idx_size : 0;
+    old->file_bytes = used;
     pthread_rwlock_wrlock(&t->slock);
-    if ((rc = segs_push(t, s)) < 0) {
-        pthread_rwlock_unlock(&t->slock);
-        pl_io_unlink(s->path);
-        pl_seg_free(s);
-        return rc;
-    }
+    t->segs[t->nsegs++] = s; /* reserved above */
     /* The sealed segment drops its in-memory index: it is reloaded from
      * the file (page cache, not heap) on the next read (invariant 7). */
     free(old->idx_owned);
@@ -641,16 +777,23 @@ static int roll(pl_topic *t, int64_t cap) {
     atomic_store(&old->verified, used);
     t->active = s;
     pthread_rwlock_unlock(&t->slock);
-    if (t->cfg.sync_mode != PL_SYNC_NONE && pl_io_fsync_dir(t->dir) < 0) {
-        rc = pl_err(PL_EIO, errno, "fsync of directory %s failed", t->dir);
-        fail_sticky(t, pl_errno(), pl_errmsg());
-        return rc;
+    if (t->cfg.sync_mode != PL_SYNC_NONE) {
+        if (pl_io_fsync_dir(t->dir) < 0) {
+            rc = pl_err(PL_EIO, errno, "fsync of directory %s failed", t->dir);
+            fail_sticky(t, pl_errno(), pl_errmsg());
+            return rc;
+        }
+        /* Every sealed segment is on disk now: the old one was just
+         * synced, earlier ones at their rolls or by the flush at open. */
+        checkpoint_write(t, old->end);
     }
+    pl_retention_apply_locked(t);
     return 0;
 }
 
-/* Make room for a batch of len bytes in the active segment. */
-static int ensure_room(pl_topic *t, int64_t len) {
+/* Make room for a batch of len bytes (nrecords records) in the active
+ * segment: roll, or grow an empty segment too small for the batch. */
+static int ensure_room(pl_topic *t, int64_t len, int64_t nrecords) {
     pl_segment *s = t->active;
     int64_t pos = atomic_load_explicit(&s->pub_pos, memory_order_relaxed);
     if (pos + len <= s->cap) return 0;
@@ -660,18 +803,29 @@ static int ensure_room(pl_topic *t, int64_t len) {
     int64_t need = PL_SEG_HDR + len;
     int64_t cap = need > t->cfg.segment_bytes ? round_page(need)
                                               : t->cfg.segment_bytes;
-    if (pos > PL_SEG_HDR) return roll(t, cap);
-    /* An empty active segment too small for this batch: grow it. */
+    if (pos > PL_SEG_HDR) return roll(t, cap, nrecords);
+    /* An empty active segment too small for this batch: grow it, with an
+     * index sized for the new capacity. */
+    int rc = pl_retention_make_room(t, cap - s->file_bytes, nrecords);
+    if (rc < 0) return rc;
     if (pl_io_fallocate(s->fd, cap) < 0)
         return pl_err(PL_EIO, errno, "cannot grow segment %s to %" PRId64
                       " bytes", s->path, cap);
     pl_map *m = pl_io_map(s->fd, cap, 1);
     if (!m) return pl_err(PL_EIO, errno, "cannot map %s", s->path);
+    uint8_t *old_idx = s->idx_owned;
     pthread_rwlock_wrlock(&t->slock);
+    if (pl_seg_index_alloc(s, cap, t->cfg.index_interval_bytes) < 0) {
+        pthread_rwlock_unlock(&t->slock);
+        pl_map_kill(m);
+        return pl_err(PL_ENOMEM, 0, "out of memory");
+    }
     pl_map *oldm = s->map;
     s->map = m;
     s->cap = cap;
+    s->file_bytes = cap;
     pthread_rwlock_unlock(&t->slock);
+    free(old_idx);
     pl_map_kill(oldm);
     return 0;
 }
@@ -722,7 +876,10 @@ static int64_t publish(pl_topic *t, int64_t len, int64_t count,
     atomic_store_explicit(&s->pub_pos, pos + len, memory_order_release);
     pl_seg_index_add(s, s->map->base, &b, t->cfg.index_interval_bytes);
     s->end = base + count;
-    atomic_store(&t->end_offset, base + count); /* seq_cst: see pl_topic_wait */
+    count_add(&t->n.appended_records, count);
+    count_add(&t->n.appended_bytes, len);
+    /* seq_cst: pairs with the waiter counts (pl_topic_wait, notify.c) */
+    atomic_store(&t->end_offset, base + count);
     return base;
 }
 
@@ -739,6 +896,7 @@ static int64_t finish_append(pl_topic *t, int64_t first) {
     pthread_mutex_unlock(&t->wlock);
     if (first < 0) return first;
     wake_waiters(t);
+    pl_notify_topic(t);
     if (t->cfg.sync_mode == PL_SYNC_ALWAYS) {
         int rc = sync_to(t, end);
         if (rc < 0) return rc;
@@ -771,7 +929,7 @@ int64_t pl_topic_append(pl_topic *t, const uint8_t *key, int64_t klen,
     int64_t len = PL_BATCH_HDR + PL_REC_HDR + (klen > 0 ? klen : 0) + vlen +
                   hlen;
     pthread_mutex_lock(&t->wlock);
-    if ((rc = writable(t)) < 0 || (rc = ensure_room(t, len)) < 0) {
+    if ((rc = writable(t)) < 0 || (rc = ensure_room(t, len, 1)) < 0) {
         pthread_mutex_unlock(&t->wlock);
         return rc;
     }
@@ -803,7 +961,7 @@ int64_t pl_topic_append_batch(pl_topic *t, int64_t n, const uint8_t *vals,
     }
     pthread_mutex_lock(&t->wlock);
     int rc;
-    if ((rc = writable(t)) < 0 || (rc = ensure_room(t, len)) < 0) {
+    if ((rc = writable(t)) < 0 || (rc = ensure_room(t, len, n)) < 0) {
         pthread_mutex_unlock(&t->wlock);
         return rc;
     }
@@ -861,6 +1019,8 @@ static int verify_batch(pl_segment *s, const pl_batch *b, int64_t offset) {
     const uint8_t *d = s->map->base;
     if (!pl_batch_checksum_ok(d, b))
         return corrupt(s, b->pos, offset, "checksum mismatch");
+    if (!pl_batch_records_ok(d, b))
+        return corrupt(s, b->pos, offset, "records do not fill the batch");
     int64_t expect = b->pos;
     atomic_compare_exchange_strong(&s->verified, &expect, b->pos + b->len);
     return 0;
@@ -1136,19 +1296,18 @@ int64_t pl_topic_segment_count(pl_topic *t) {
     return n;
 }
 
-/* Bytes of every file in the topic directory (segments, indexes). */
+/* Bytes of the topic's segment and index files. */
 int64_t pl_topic_disk_bytes(pl_topic *t) {
-    DIR *d = opendir(t->dir);
-    if (!d) return pl_err(PL_EIO, errno, "cannot list %s", t->dir);
-    int64_t total = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        struct stat st;
-        if (de->d_name[0] == '.' ||
-            fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode))
-            continue;
-        total += (int64_t)st.st_size;
-    }
-    closedir(d);
-    return total;
+    pl_stats st;
+    int rc = pl_topic_stats(t, &st);
+    return rc < 0 ? rc : st.bytes_on_disk;
+}
+
+int pl_seg_ensure_loaded(pl_topic *t, int64_t i) {
+    pthread_rwlock_rdlock(&t->slock);
+    int rc = t->segs[i]->sealed ? segment_load(t, t->segs[i],
+                                               t->segs[i + 1]->base)
+                                : 0;
+    pthread_rwlock_unlock(&t->slock);
+    return rc;
 }

@@ -24,6 +24,10 @@ CDEF = """
 #define PL_EFORMAT 9
 #define PL_ETIMEDOUT 10
 #define PL_ENOTFOUND 11
+#define PL_EFULL 12
+#define PL_FULL_DROP_OLDEST 0
+#define PL_FULL_REJECT 1
+#define PL_FULL_BLOCK 2
 #define PL_SYNC_NONE 0
 #define PL_SYNC_INTERVAL 1
 #define PL_SYNC_ALWAYS 2
@@ -35,13 +39,28 @@ CDEF = """
 
 typedef struct pl_topic pl_topic;
 typedef struct pl_map pl_map;
+typedef struct pl_notify pl_notify;
 typedef struct pl_config {
     int64_t segment_bytes;
     int64_t max_record_bytes;
     int64_t index_interval_bytes;
     int sync_mode;
     int64_t sync_interval_ms;
+    int64_t retention_ms;
+    int64_t retention_bytes;
+    int retain_until_consumed;
+    int64_t max_bytes;
+    int on_full;
+    int64_t full_timeout_ms;
 } pl_config;
+typedef struct pl_stats {
+    int64_t start_offset, end_offset, durable_offset;
+    int64_t segments, bytes_on_disk, truncated_bytes;
+    int64_t appended_records, appended_bytes;
+    int64_t retention_dropped_records, retention_dropped_bytes;
+    int64_t full_dropped_records, full_dropped_bytes;
+    int64_t rejected_records;
+} pl_stats;
 
 int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out);
 int pl_topic_close(pl_topic *t);
@@ -66,6 +85,19 @@ int pl_topic_wait(pl_topic *t, int64_t offset, int64_t timeout_ms);
 void pl_topic_wake(pl_topic *t);
 int64_t pl_topic_segment_count(pl_topic *t);
 int64_t pl_topic_disk_bytes(pl_topic *t);
+int pl_topic_stats(pl_topic *t, pl_stats *out);
+int pl_topic_set_floor(pl_topic *t, int64_t floor);
+int pl_topic_apply_retention(pl_topic *t);
+
+int pl_notify_new(pl_notify **out);
+void pl_notify_free(pl_notify *n);
+int pl_topic_watch(pl_topic *t, pl_notify *n);
+void pl_topic_unwatch(pl_topic *t, pl_notify *n);
+uint64_t pl_notify_seq(pl_notify *n);
+int pl_notify_wait(pl_notify *n, uint64_t seen, int64_t timeout_ms);
+int pl_notify_arm(pl_notify *n);
+void pl_notify_disarm(pl_notify *n);
+void pl_notify_interrupt(pl_notify *n);
 
 const uint8_t *pl_map_base(const pl_map *m);
 int64_t pl_map_len(const pl_map *m);
@@ -80,8 +112,8 @@ void pl_fault_set(int op, int64_t nth, int err, int64_t count,
 void pl_fault_clear(void);
 """
 
-SOURCES = ["csrc/err.c", "csrc/io.c", "csrc/segment.c", "csrc/topic.c",
-           "csrc/xxh64.c"]
+SOURCES = ["csrc/err.c", "csrc/io.c", "csrc/notify.c", "csrc/retention.c",
+           "csrc/segment.c", "csrc/topic.c", "csrc/xxh64.c"]
 
 cflags = ["-std=gnu11", "-Wall", "-Wextra", "-O2"]
 ldflags = ["-pthread"]
