@@ -7,21 +7,24 @@
         for rec in t.read(0):
             print(rec.offset, rec.value)
 """
-from ._errors import (ClosedError, CorruptionError, DiskFullError,
-                      FormatVersionError, InvalidConfigError,
-                      InvalidRecordError, InvalidTopicName, LogFailedError,
-                      LogLockedError, OffsetOutOfRangeError, PylogError,
-                      PylogIOError, RecordTooLargeError, TopicNotFoundError)
+from ._consumer import Consumer, Gap
+from ._errors import (ClosedError, CorruptionError, DataLossError,
+                      DiskFullError, FormatVersionError, GroupNotFoundError,
+                      InvalidConfigError, InvalidRecordError, InvalidTopicName,
+                      LogFailedError, LogFullError, LogLockedError,
+                      OffsetOutOfRangeError, PylogError, PylogIOError,
+                      RecordTooLargeError, TopicNotFoundError)
 from ._log import Log, open
 from ._topic import Record, Topic
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "open", "Log", "Topic", "Record",
+    "open", "Log", "Topic", "Record", "Consumer", "Gap",
     "PylogError", "InvalidTopicName", "InvalidConfigError",
     "InvalidRecordError", "RecordTooLargeError", "OffsetOutOfRangeError",
-    "TopicNotFoundError", "ClosedError", "LogLockedError",
+    "TopicNotFoundError", "GroupNotFoundError", "ClosedError",
+    "LogLockedError", "LogFullError", "DataLossError",
     "FormatVersionError", "CorruptionError", "PylogIOError", "DiskFullError",
     "LogFailedError",
 ]

@@ -23,6 +23,7 @@ _CODES = {
     lib.PL_EFAILED: E.LogFailedError,
     lib.PL_ERANGE: E.OffsetOutOfRangeError,
     lib.PL_EFORMAT: E.FormatVersionError,
+    lib.PL_EFULL: E.LogFullError,
 }
 
 
@@ -49,18 +50,62 @@ def check(rc, context=""):
     return rc
 
 
-def open_topic(path, segment_bytes, max_record_bytes, index_interval_bytes,
-               sync_mode, sync_interval_ms):
+_ON_FULL = {"drop_oldest": lib.PL_FULL_DROP_OLDEST,
+            "reject": lib.PL_FULL_REJECT, "block": lib.PL_FULL_BLOCK}
+
+
+def open_topic(path, config, sync_mode, sync_interval_ms):
+    """Open the topic in directory path; config is a checked topic config."""
     cfg = ffi.new("pl_config *", {
-        "segment_bytes": segment_bytes,
-        "max_record_bytes": max_record_bytes,
-        "index_interval_bytes": index_interval_bytes,
+        "segment_bytes": config["segment_bytes"],
+        "max_record_bytes": config["max_record_bytes"],
+        "index_interval_bytes": config["index_interval_bytes"],
         "sync_mode": SYNC_MODES[sync_mode],
         "sync_interval_ms": sync_interval_ms,
+        "retention_ms": config["retention_ms"],
+        "retention_bytes": config["retention_bytes"],
+        "retain_until_consumed": int(config["retain_until_consumed"]),
+        "max_bytes": config["max_bytes"],
+        "on_full": _ON_FULL[config["on_full"]],
+        "full_timeout_ms": config["full_timeout_ms"],
     })
     out = ffi.new("pl_topic **")
     check(lib.pl_topic_open(path.encode(), cfg, out))
     return ffi.gc(out[0], lib.pl_topic_free)
+
+
+class Notifier:
+    """Wakes one waiter when any watched topic gets an append (notify.c)."""
+
+    def __init__(self):
+        out = ffi.new("pl_notify **")
+        check(lib.pl_notify_new(out))
+        self._n = ffi.gc(out[0], lib.pl_notify_free)
+
+    def watch(self, topic_handle):
+        check(lib.pl_topic_watch(topic_handle, self._n))
+
+    def unwatch(self, topic_handle):
+        lib.pl_topic_unwatch(topic_handle, self._n)
+
+    def seq(self):
+        return lib.pl_notify_seq(self._n)
+
+    def wait(self, seen, timeout):
+        """Block (GIL released) until seq() != seen, interrupt() or timeout
+        seconds (None: no limit). True if seq moved."""
+        ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        return lib.pl_notify_wait(self._n, seen, ms) == 1
+
+    def arm(self):
+        """The eventfd the next signal writes to (for event loops)."""
+        return lib.pl_notify_arm(self._n)
+
+    def disarm(self):
+        lib.pl_notify_disarm(self._n)
+
+    def interrupt(self):
+        lib.pl_notify_interrupt(self._n)
 
 
 def pin(m):

@@ -10,10 +10,13 @@ class inherits it too, so ``except ValueError`` keeps working::
     ├── RecordTooLargeError       (ValueError)   over max_record_bytes
     ├── OffsetOutOfRangeError     (IndexError)   offset < start_offset or >= end_offset
     ├── TopicNotFoundError        (KeyError)     delete of a topic that does not exist
+    ├── GroupNotFoundError        (KeyError)     delete of a group that does not exist
     ├── ClosedError               (ValueError)   use of a closed Log or Topic
     ├── LogLockedError            (OSError)      the directory is open elsewhere
     ├── FormatVersionError                       files written by another format version
     ├── CorruptionError                          a checksum or structure check failed
+    ├── LogFullError                             max_bytes reached (on_full reject/block)
+    ├── DataLossError                            a consumer's records were removed unread
     └── PylogIOError              (OSError)      the OS refused a file operation
         ├── DiskFullError                        ... with ENOSPC
         └── LogFailedError                       an fsync failed earlier: reopen the log
@@ -51,6 +54,10 @@ class TopicNotFoundError(PylogError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class GroupNotFoundError(TopicNotFoundError):
+    pass
+
+
 class ClosedError(PylogError, ValueError):
     pass
 
@@ -65,6 +72,19 @@ class FormatVersionError(PylogError):
 
 class CorruptionError(PylogError):
     pass
+
+
+class LogFullError(PylogError):
+    pass
+
+
+class DataLossError(PylogError):
+    """Raised by a consumer with on_gap="raise"; ``gap`` says what was
+    lost (topic, from_offset, to_offset)."""
+
+    def __init__(self, message, gap=None):
+        super().__init__(message)
+        self.gap = gap
 
 
 class PylogIOError(PylogError, OSError):

@@ -16,6 +16,8 @@ import uuid
 from . import _binding as B
 from . import _errors as E
 from ._catalog import Catalog
+from ._consumer import Consumer
+from ._groups import Groups, check_group_name
 from ._topic import Topic
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -24,12 +26,45 @@ TOPIC_DEFAULTS = {
     "segment_bytes": 16 * 1024 * 1024,
     "max_record_bytes": 1024 * 1024,
     "index_interval_bytes": 4096,
+    "retention_ms": 0,              # 0: no time limit
+    "retention_bytes": 0,           # 0: no size limit
+    "retain_until_consumed": False,
+    "max_bytes": 0,                 # 0: no hard cap
+    "on_full": "reject",
+    "full_timeout_ms": 10_000,
 }
 _LIMITS = {
     "segment_bytes": (1024, 2**32 - 1),
     "max_record_bytes": (1, 2**32 - 1 - 1024),
     "index_interval_bytes": (64, 2**31),
+    "retention_ms": (0, 2**63 - 1),
+    "retention_bytes": (0, 2**63 - 1),
+    "max_bytes": (0, 2**63 - 1),
+    "full_timeout_ms": (0, 2**63 - 1),
 }
+ON_FULL = ("drop_oldest", "reject", "block")
+
+
+def _check_option(k, v):
+    if k == "retain_until_consumed":
+        if not isinstance(v, bool):
+            raise E.InvalidConfigError(
+                f"topic option retain_until_consumed={v!r}: must be a bool")
+        return
+    if k == "on_full":
+        if v not in ON_FULL:
+            raise E.InvalidConfigError(
+                f"topic option on_full={v!r}: must be one of "
+                f"{', '.join(ON_FULL)}")
+        return
+    if k not in _LIMITS:
+        raise E.InvalidConfigError(
+            f"unknown topic option {k!r} (known: "
+            f"{', '.join(sorted(TOPIC_DEFAULTS))})")
+    lo, hi = _LIMITS[k]
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise E.InvalidConfigError(
+            f"topic option {k}={v!r}: must be an int in [{lo}, {hi}]")
 
 
 def check_topic_name(name):
@@ -44,15 +79,10 @@ def check_topic_name(name):
 
 
 def check_config(config, base=None):
-    out = dict(TOPIC_DEFAULTS if base is None else base)
+    out = dict(TOPIC_DEFAULTS)
+    out.update(base or {})
     for k, v in config.items():
-        if k not in _LIMITS:
-            raise E.InvalidConfigError(
-                f"unknown topic option {k!r} (known: {', '.join(sorted(_LIMITS))})")
-        lo, hi = _LIMITS[k]
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise E.InvalidConfigError(
-                f"topic option {k}={v!r}: must be an int in [{lo}, {hi}]")
+        _check_option(k, v)
         out[k] = v
     return out
 
@@ -88,9 +118,11 @@ class Log:
                 errno.EWOULDBLOCK,
                 f"log {self.path} is already open (in this or another "
                 "process): its LOCK is held") from None
+        self._consumers = set()
         try:
             self._catalog = Catalog(os.path.join(self.path, "catalog"),
                                     durable=sync != "none")
+            self._groups = Groups(self._catalog.env)
         except BaseException:
             os.close(self._lockfd)
             raise
@@ -142,30 +174,76 @@ class Log:
         with self._mu:
             self._check_open()
             t = self._topics.get(name)
-            stored = self._catalog.get_topic(name)
             if t is not None and not config:
                 return t
+            stored = self._catalog.get_topic(name)
             cfg = check_config(config, stored or self._defaults)
-            if stored != cfg:
-                if stored is None:
-                    os.makedirs(os.path.join(self._topics_dir, name),
-                                exist_ok=True)
+            if t is not None and cfg != t.config:
+                t._close()  # same object, reopened with the new config
+                t._reopen(self._open_handle(name, cfg), cfg)
+            elif t is None:
+                t = Topic(self, name, self._open_handle(name, cfg), cfg)
+                self._topics[name] = t
+            if stored != cfg:  # only once the topic opened with it
                 self._catalog.put_topic(name, cfg)
-            if t is not None:
-                if cfg != t.config:  # same object, reopened with the config
-                    t._close()
-                    t._reopen(self._open_handle(name, cfg), cfg)
-                return t
-            t = Topic(self, name, self._open_handle(name, cfg), cfg)
-            self._topics[name] = t
+            self._refresh_floor(name)
             return t
 
     def _open_handle(self, name, cfg):
         d = os.path.join(self._topics_dir, name)
         os.makedirs(d, exist_ok=True)
-        return B.open_topic(d, cfg["segment_bytes"], cfg["max_record_bytes"],
-                            cfg["index_interval_bytes"], self.sync,
-                            self.sync_interval_ms)
+        return B.open_topic(d, cfg, self.sync, self.sync_interval_ms)
+
+    # ---- consumers -----------------------------------------------------------
+    def consumer(self, group, topics, *, start="earliest", auto_commit=False,
+                 on_gap=None):
+        """A Consumer reading topics (a name or a list) for group, whose
+        positions are kept in the catalog. See pylog.Consumer."""
+        with self._mu:
+            self._check_open()
+            return Consumer(self, group, topics, start=start,
+                            auto_commit=auto_commit, on_gap=on_gap)
+
+    def groups(self):
+        """{group: {topic: committed position}} of every consumer group."""
+        with self._mu:
+            self._check_open()
+            return self._groups.all()
+
+    def delete_group(self, group):
+        """Forget a group's positions (it no longer holds back retention)."""
+        check_group_name(group)
+        with self._mu:
+            self._check_open()
+            topics = self._groups.all().get(group)
+            if topics is None:
+                raise E.GroupNotFoundError(
+                    f"no consumer group {group!r} in log {self.path}")
+            self._groups.delete_group(group)
+            for name in topics:
+                self._refresh_floor(name)
+
+    def _refresh_floor(self, name):
+        """Tell the topic the lowest position of its groups (retention)."""
+        t = self._topics.get(name)
+        if t is not None and not t.closed:
+            floor = self._groups.floor(name)
+            t._set_floor(0 if floor is None else floor)
+
+    def _on_commit(self, positions):
+        with self._mu:
+            for name in positions:
+                self._refresh_floor(name)
+
+    def _new_notifier(self, topics):
+        n = B.Notifier()
+        for t in topics:
+            t._watch(n)
+        return n
+
+    def _drop_notifier(self, n, topics):
+        for t in topics:
+            t._unwatch(n)
 
     def topics(self):
         """Names of the topics, sorted."""
@@ -185,6 +263,7 @@ class Log:
             if t is not None:
                 t._close()
             self._catalog.delete_topic(name)
+            self._groups.delete_topic(name)
             d = os.path.join(self._topics_dir, name)
             if os.path.isdir(d):
                 self._discard(d)
@@ -203,6 +282,8 @@ class Log:
             if self._closed:
                 return
             self._closed = True
+            for c in list(self._consumers):
+                c.close()
             errs = [t._close() for t in self._topics.values()]
             self._topics.clear()
             self._catalog.close()
@@ -222,7 +303,6 @@ def open(path, sync="none", sync_interval_ms=1000, **topic_defaults):
     sync: "none" (page cache: survives a crash of the process), "interval"
     (fdatasync at most every sync_interval_ms), "always" (an append returns
     once durable; concurrent appenders share fsyncs). topic_defaults are the
-    options of topics created by this Log (segment_bytes, max_record_bytes,
-    index_interval_bytes)."""
+    options of topics created by this Log (see README: topic options)."""
     return Log(path, sync=sync, sync_interval_ms=sync_interval_ms,
                **topic_defaults)

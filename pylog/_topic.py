@@ -90,6 +90,9 @@ def encode_headers(headers):
             else:
                 vb = to_bytes(v, f"header {k!r}")
                 out += _H_VAL.pack(len(vb)) + vb
+    except struct.error:
+        raise E.RecordTooLargeError(
+            "a header value is larger than 2 GiB - 1 bytes") from None
     except (TypeError, ValueError) as exc:
         if isinstance(exc, E.PylogError):
             raise
@@ -109,8 +112,10 @@ def decode_headers(buf, pos, n, where):
             pos += 2 + kl
             (vl,) = _H_VAL.unpack_from(buf, pos)
             pos += 4
-            if vl < 0:
+            if vl == -1:
                 out.append((k, None))
+            elif vl < 0:
+                raise ValueError
             else:
                 if pos + vl > end:
                     raise ValueError
@@ -151,6 +156,7 @@ class Topic:
         self._tls = threading.local()
         self._pin = (B.NULL, None)  # (pl_map *, memoryview) last map read
         self._closed = False
+        self._watchers = set()  # Notifiers of consumers reading this topic
 
     def __repr__(self):
         if self._closed:
@@ -386,10 +392,51 @@ class Topic:
     def __len__(self):
         return self.end_offset - self.start_offset
 
+    # ---- bounded disk --------------------------------------------------------
+    def stats(self):
+        """Offsets, bytes on disk and counters (appended, dropped by
+        retention, dropped by on_full, rejected) since the topic opened."""
+        self._check_open()
+        st = ffi.new("pl_stats *")
+        B.check(lib.pl_topic_stats(self._h, st), f"topic {self.name!r}")
+        return {f: getattr(st, f) for f in (
+            "start_offset", "end_offset", "durable_offset", "segments",
+            "bytes_on_disk", "truncated_bytes", "appended_records",
+            "appended_bytes", "retention_dropped_records",
+            "retention_dropped_bytes", "full_dropped_records",
+            "full_dropped_bytes", "rejected_records")}
+
+    describe = stats
+
+    def apply_retention(self):
+        """Delete what retention allows now (it also runs at every segment
+        roll, at every commit and at open); return segments deleted."""
+        self._check_open()
+        return B.check(lib.pl_topic_apply_retention(self._h),
+                       f"topic {self.name!r}")
+
+    def _set_floor(self, floor):
+        B.check(lib.pl_topic_set_floor(self._h, floor), f"topic {self.name!r}")
+        known, _ = self._pin
+        if known != B.NULL and lib.pl_map_dead(known):
+            self._pin = (B.NULL, None)  # let a deleted segment's map go
+
+    def _watch(self, n):
+        n.watch(self._h)
+        self._watchers.add(n)
+
+    def _unwatch(self, n):
+        if n in self._watchers:
+            self._watchers.discard(n)
+            if not self._closed:
+                n.unwatch(self._h)
+
     def _reopen(self, handle, config):
         self._h = handle
         self.config = dict(config)
         self._closed = False
+        for n in self._watchers:
+            n.watch(handle)
 
     def _close(self):
         self._closed = True
