@@ -86,11 +86,17 @@ def test_failed_write_raises_and_publishes_nothing(tmp_path, how, err, exc,
         assert B.lib.pl_topic_truncated_bytes(t._h) == 0
 
 
+@pytest.mark.parametrize("ending", ["close", "crash"])
 @pytest.mark.parametrize("then_append", [False, True])
 @pytest.mark.parametrize("short", [0, 8, 20, 60, 200])
 def test_short_write_is_invisible_and_cut_by_recovery(tmp_path, short,
-                                                      then_append):
+                                                      then_append, ending):
+    """A short write publishes nothing. A clean close cuts the partial bytes
+    (the active segment is truncated to its data); after a crash, which we
+    simulate by putting back the file as it was while the log was open,
+    recovery cuts them."""
     path = str(tmp_path)
+    seg = os.path.join(path, "topics", "t", "00000000000000000000.log")
     want = [b"w%d" % i for i in range(10)]
     with pylog.open(path) as log:
         t = log.topic("t")
@@ -106,14 +112,25 @@ def test_short_write_is_invisible_and_cut_by_recovery(tmp_path, short,
             assert t.append(b"s") == 10
             want.append(b"s")
             assert values(t) == want
+        with open(seg, "rb") as f:
+            at_crash = f.read()
+    data_end = 32 + sum(48 + 20 + len(v) for v in want)
+    if ending == "crash":
+        with open(seg, "wb") as f:
+            f.write(at_crash)
+    else:
+        assert os.path.getsize(seg) == data_end
     with pylog.open(path) as log:
         t = log.topic("t")
         assert t.end_offset == len(want)
         assert values(t) == want
-        # The partial bytes left past the end (all of them, or those past
-        # the 69-byte batch written over them) are cut.
+        # After a crash, the partial bytes left past the end (all of them,
+        # or those past the 69-byte batch written over them) are cut.
         cut = B.lib.pl_topic_truncated_bytes(t._h)
-        assert (cut > 0) == (short > (48 + 20 + 1 if then_append else 0))
+        if ending == "crash":
+            assert (cut > 0) == (short > (48 + 20 + 1 if then_append else 0))
+        else:
+            assert cut == 0
         assert t.append(b"after") == len(want)
     with pylog.open(path) as log:
         t = log.topic("t")
@@ -275,8 +292,15 @@ def test_failed_open_of_existing_segments(tmp_path):
             t.append(want[-1])
         assert seg_count(t) >= 3
     with pylog.open(path) as log:
-        # The active segment at open.
-        B.fault_set("open")
+        # The 1st open reads the durability checkpoint: best effort, its
+        # failure only makes durable_offset start low.
+        B.fault_set("open", nth=1)
+        t = log.topic("t")
+        assert t.durable_offset == t.start_offset
+        assert values(t) == want
+    with pylog.open(path) as log:
+        # The active segment at open (after the checkpoint).
+        B.fault_set("open", nth=2)
         with pytest.raises(pylog.PylogIOError) as ei:
             log.topic("t")
         assert ".log" in str(ei.value)
