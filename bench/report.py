@@ -17,6 +17,9 @@ def main(path):
         print(f"{b['name']:45} {ex.get('records_per_s_median', 0):>14,} "
               f"{ex.get('records_per_s_best', 0):>14,} "
               f"{b['stats']['median'] / n * 1e6:>8.3f}")
+        for k in ("us_per_get_median", "wake_us_median", "wake_us_p99"):
+            if k in ex:
+                print(f"    {k} = {ex[k]}")
 
 
 if __name__ == "__main__":

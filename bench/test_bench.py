@@ -97,3 +97,72 @@ def test_get_random_offset_batches(benchmark, log):
     for _ in range(1_000):
         t.append_batch([VALUE] * 1000)
     _get_bench(benchmark, t)
+
+
+N_CONSUME = 1_000_000
+
+
+def test_poll_and_commit_every_500(benchmark, log):
+    """Consume with poll(max_records=500) and commit after every poll."""
+    t = log.topic("c")
+    for _ in range(N_CONSUME // 1000):
+        t.append_batch([VALUE] * 1000)
+    c = log.consumer("bench", "c")
+
+    def run():
+        c.seek_to_beginning()
+        n = 0
+        while True:
+            recs = c.poll(max_records=500)
+            if not recs:
+                break
+            n += len(recs)
+            c.commit()
+        assert n == N_CONSUME
+
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    rate(benchmark, N_CONSUME)
+    c.close()
+
+
+def test_blocked_poll_wakes_on_append(benchmark, log):
+    """Latency from an append in one thread to a blocked poll returning in
+    another; extra_info has the median and p99 in microseconds."""
+    import statistics
+    import threading
+    import time
+
+    t = log.topic("w")
+    c = log.consumer("waker", "w", start="latest")
+    n = 300
+    lat = []
+
+    def run():
+        lat.clear()
+        stamps = []
+        ready = threading.Event()
+
+        def producer():
+            for _ in range(n):
+                ready.wait()
+                ready.clear()
+                time.sleep(0.0005)  # let the consumer block first
+                stamps.append(time.perf_counter())
+                t.append(VALUE)
+
+        th = threading.Thread(target=producer)
+        th.start()
+        for _ in range(n):
+            ready.set()
+            recs = c.poll(max_records=1, timeout=5.0)
+            lat.append(time.perf_counter())
+            assert len(recs) == 1
+        th.join()
+        for i in range(n):
+            lat[i] -= stamps[i]
+
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    lat.sort()
+    benchmark.extra_info["wake_us_median"] = round(statistics.median(lat) * 1e6, 1)
+    benchmark.extra_info["wake_us_p99"] = round(lat[int(len(lat) * 0.99)] * 1e6, 1)
+    c.close()

@@ -775,8 +775,17 @@ static int roll(pl_topic *t, int64_t cap, int64_t nrecords) {
     old->cap = used;
     atomic_store(&old->pub_pos, used);
     atomic_store(&old->verified, used);
+    /* Its read-write map and fd go too: the next read maps it read-only
+     * (segment_load), so a long log keeps only what is read mapped, and
+     * no fd per sealed segment. Views of the old map keep it alive. */
+    pl_map *old_map = old->map;
+    int old_fd = old->fd;
+    old->map = NULL;
+    old->fd = -1;
     t->active = s;
     pthread_rwlock_unlock(&t->slock);
+    pl_map_kill(old_map);
+    pl_io_close(old_fd);
     if (t->cfg.sync_mode != PL_SYNC_NONE) {
         if (pl_io_fsync_dir(t->dir) < 0) {
             rc = pl_err(PL_EIO, errno, "fsync of directory %s failed", t->dir);
