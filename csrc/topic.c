@@ -94,6 +94,7 @@ static int segment_create(pl_topic *t, int64_t base, int64_t cap,
         goto fail_unlink;
     }
     s->cap = cap;
+    s->file_bytes = cap; /* preallocated: counts against max_bytes now */
     s->end = base;
     s->trusted = 1;
     s->dirty = 1;
@@ -301,7 +302,8 @@ static int vec_push(i64vec *a, int64_t x) {
 }
 
 static int vec_has(const i64vec *a, int64_t x) {
-    return bsearch(&x, a->v, (size_t)a->n, sizeof x, cmp_i64) != NULL;
+    return a->n > 0 &&
+           bsearch(&x, a->v, (size_t)a->n, sizeof x, cmp_i64) != NULL;
 }
 
 static void unlink_seg_file(pl_topic *t, int64_t base, const char *ext) {
@@ -334,7 +336,8 @@ static int list_segments(pl_topic *t, i64vec *logs) {
         free(idx.v);
         return pl_err(PL_ENOMEM, 0, "out of memory");
     }
-    qsort(logs->v, (size_t)logs->n, sizeof *logs->v, cmp_i64);
+    if (logs->n > 0) /* qsort/bsearch take no NULL array */
+        qsort(logs->v, (size_t)logs->n, sizeof *logs->v, cmp_i64);
     for (int64_t i = 0; i < idx.n; i++)
         if (!vec_has(logs, idx.v[i])) unlink_seg_file(t, idx.v[i], ".idx");
     free(idx.v);
@@ -729,7 +732,9 @@ static int writable(pl_topic *t) {
 }
 
 /* Seal the active segment and start a new one of `cap` bytes at the end
- * offset. Caller holds wlock. On error the old segment stays active. */
+ * offset. Caller holds wlock. On error the old segment stays active.
+ * Returns 1, having changed nothing, if making room waited (wlock was
+ * released): the caller must start over (ensure_room). */
 static int roll(pl_topic *t, int64_t cap, int64_t nrecords) {
     pl_segment *old = t->active, *s;
     int rc;
@@ -740,9 +745,11 @@ static int roll(pl_topic *t, int64_t cap, int64_t nrecords) {
     int64_t used = atomic_load(&old->pub_pos);
     int64_t idx_size = PL_IDX_HDR + (int64_t)atomic_load(&old->nidx) *
                                         PL_IDX_ENTRY;
-    rc = pl_retention_make_room(t, used + idx_size - pl_seg_disk_bytes(old) +
-                                       cap, nrecords);
-    if (rc < 0) return rc;
+    /* The new file is created (preallocated) before the old one is cut to
+     * its data and its index written: room for both moments. */
+    int64_t shrink = used + idx_size - pl_seg_disk_bytes(old);
+    rc = pl_retention_make_room(t, cap + (shrink > 0 ? shrink : 0), nrecords);
+    if (rc != 0) return rc; /* 1: waited, `old` and `used` may be stale */
     /* dirty is shared with sync_segments (which exchanges it without the
      * wlock): atomic accesses. It is cleared only after the fdatasync, so
      * a concurrent sync round that sees 0 cannot raise durable past data
@@ -760,9 +767,11 @@ static int roll(pl_topic *t, int64_t cap, int64_t nrecords) {
     /* Best effort: a failed truncate leaves zeros the scan stops at, a
      * failed index write leaves an index the next load rebuilds. */
     if (pl_io_ftruncate(old->fd, used) < 0) used = old->cap;
-    old->idx_bytes = pl_seg_index_write(old, t->dir) == 0 ? idx_size : 0;
-    old->file_bytes = used;
+    int64_t idx_bytes = pl_seg_index_write(old, t->dir) == 0 ? idx_size : 0;
     pthread_rwlock_wrlock(&t->slock);
+    /* under slock: pl_topic_stats reads them */
+    old->idx_bytes = idx_bytes;
+    old->file_bytes = used;
     t->segs[t->nsegs++] = s; /* reserved above */
     /* The sealed segment drops its in-memory index: it is reloaded from
      * the file (page cache, not heap) on the next read (invariant 7). */
@@ -801,8 +810,9 @@ static int roll(pl_topic *t, int64_t cap, int64_t nrecords) {
 }
 
 /* Make room for a batch of len bytes (nrecords records) in the active
- * segment: roll, or grow an empty segment too small for the batch. */
-static int ensure_room(pl_topic *t, int64_t len, int64_t nrecords) {
+ * segment: roll, or grow an empty segment too small for the batch. 1 means
+ * on_full=block waited with wlock released: start over (ensure_room). */
+static int ensure_room_once(pl_topic *t, int64_t len, int64_t nrecords) {
     pl_segment *s = t->active;
     int64_t pos = atomic_load_explicit(&s->pub_pos, memory_order_relaxed);
     if (pos + len <= s->cap) return 0;
@@ -816,7 +826,7 @@ static int ensure_room(pl_topic *t, int64_t len, int64_t nrecords) {
     /* An empty active segment too small for this batch: grow it, with an
      * index sized for the new capacity. */
     int rc = pl_retention_make_room(t, cap - s->file_bytes, nrecords);
-    if (rc < 0) return rc;
+    if (rc != 0) return rc; /* 1: waited, `s` may no longer be empty */
     if (pl_io_fallocate(s->fd, cap) < 0)
         return pl_err(PL_EIO, errno, "cannot grow segment %s to %" PRId64
                       " bytes", s->path, cap);
@@ -837,6 +847,16 @@ static int ensure_room(pl_topic *t, int64_t len, int64_t nrecords) {
     free(old_idx);
     pl_map_kill(oldm);
     return 0;
+}
+
+static int ensure_room(pl_topic *t, int64_t len, int64_t nrecords) {
+    int rc;
+    while ((rc = ensure_room_once(t, len, nrecords)) == 1) {
+        /* Waited for room (on_full=block) with wlock released: other
+         * appends may have filled or rolled the active segment. */
+        if ((rc = writable(t)) < 0) return rc;
+    }
+    return rc;
 }
 
 static inline uint8_t *put_record(uint8_t *p, int64_t ts, const uint8_t *key,
