@@ -173,6 +173,9 @@ struct pl_topic {
     _Atomic int64_t start_offset;
     _Atomic int64_t durable;
     atomic_int closed;
+    int opened;        /* pl_topic_open succeeded */
+    atomic_int dir_dirty; /* a segment file was created since the last
+                             fsync of the directory */
     atomic_int failed; /* errno of the fsync that failed (sticky) */
     char failed_msg[512];
     int64_t truncated;
@@ -206,7 +209,9 @@ struct pl_topic {
  * its .idx. */
 int64_t pl_seg_disk_bytes(const pl_segment *s);
 /* Make room for a new segment of new_cap bytes under max_bytes, applying
- * on_full (caller holds wlock). 0, or -PL_EFULL / -PL_ETIMEDOUT. */
+ * on_full (caller holds wlock). 0; 1 if it waited for room (on_full=block),
+ * which released wlock: the caller must re-check its state from the start;
+ * or -PL_EFULL / -PL_ECLOSED. */
 int pl_retention_make_room(pl_topic *t, int64_t new_cap, int64_t nrecords);
 /* Delete what retention allows (caller holds wlock). Segments deleted. */
 int pl_retention_apply_locked(pl_topic *t);

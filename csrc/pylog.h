@@ -36,7 +36,7 @@
 #define PL_EFAILED 6   /* sticky: an earlier fsync failed; reopen the topic */
 #define PL_ERANGE 7    /* offset outside [start_offset, end_offset] */
 #define PL_ENOMEM 8    /* out of memory */
-#define PL_EFORMAT 9   /* unknown format version or foreign file */
+#define PL_EFORMAT 9   /* files of an unknown format version */
 #define PL_ETIMEDOUT 10 /* a wait ended without the condition */
 #define PL_ENOTFOUND 11 /* no such record (offset_for_time past the end) */
 #define PL_EFULL 12     /* max_bytes reached and on_full did not make room */

@@ -101,8 +101,15 @@ int pl_retention_apply_locked(pl_topic *t) {
     return n;
 }
 
+/* Returns 0 when there is room and wlock was held throughout; 1 when there
+ * is room but the call waited on room_cv, which releases wlock: other
+ * appends may have run meanwhile (filled or rolled the active segment), so
+ * whatever the caller computed before the call is stale and it must start
+ * over (topic.c: ensure_room). Using stale state here once truncated a
+ * sealed segment below records appended during the wait. */
 int pl_retention_make_room(pl_topic *t, int64_t extra, int64_t nrecords) {
     if (t->cfg.max_bytes <= 0) return 0;
+    int waited = 0;
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
     int64_t ns = dl.tv_nsec + (t->cfg.full_timeout_ms % 1000) * 1000000;
@@ -112,7 +119,7 @@ int pl_retention_make_room(pl_topic *t, int64_t extra, int64_t nrecords) {
         if (atomic_load(&t->closed))
             return pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
         int64_t total = disk_total(t) + extra;
-        if (total <= t->cfg.max_bytes) return 0;
+        if (total <= t->cfg.max_bytes) return waited;
         if (retention_due(t, pl_now_ms())) {
             delete_first(t, DROP_RETENTION);
             continue;
@@ -122,8 +129,10 @@ int pl_retention_make_room(pl_topic *t, int64_t extra, int64_t nrecords) {
             continue;
         }
         if (t->cfg.on_full == PL_FULL_BLOCK && t->nsegs >= 2 &&
-            pthread_cond_timedwait(&t->room_cv, &t->wlock, &dl) != ETIMEDOUT)
+            pthread_cond_timedwait(&t->room_cv, &t->wlock, &dl) != ETIMEDOUT) {
+            waited = 1;
             continue;
+        }
         count_add(&t->n.rejected_records, nrecords);
         return pl_err(PL_EFULL, 0, "topic %s is full: %" PRId64 " bytes on "
                       "disk, %" PRId64 " more needed, max_bytes=%" PRId64
@@ -169,7 +178,7 @@ int pl_topic_stats(pl_topic *t, pl_stats *o) {
     pthread_rwlock_unlock(&t->slock);
     o->start_offset = atomic_load(&t->start_offset);
     o->end_offset = atomic_load(&t->end_offset);
-    o->durable_offset = atomic_load(&t->durable);
+    o->durable_offset = pl_topic_durable_offset(t);
     o->truncated_bytes = t->truncated;
     o->appended_records = atomic_load(&t->n.appended_records);
     o->appended_bytes = atomic_load(&t->n.appended_bytes);

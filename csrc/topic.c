@@ -98,6 +98,7 @@ static int segment_create(pl_topic *t, int64_t base, int64_t cap,
     s->end = base;
     s->trusted = 1;
     s->dirty = 1;
+    atomic_store(&t->dir_dirty, 1); /* its name is not durable yet */
     atomic_store(&s->pub_pos, PL_SEG_HDR);
     *out = s;
     return 0;
@@ -127,15 +128,22 @@ static int64_t zero_tail(uint8_t *data, int64_t from, int64_t end) {
  * changes it. */
 static int save_damaged(pl_segment *s, int64_t size) {
     size_t n = strlen(s->path) + 16;
-    char *dst = malloc(n);
+    char *dst = malloc(n + 8);
     uint8_t *buf = malloc(1 << 16);
     int fd = -1, rc = 0;
     if (!dst || !buf) {
         rc = pl_err(PL_ENOMEM, 0, "out of memory");
         goto out;
     }
-    snprintf(dst, n, "%s.damaged", s->path);
-    fd = pl_io_open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    /* Never over an earlier copy: .damaged, then .damaged.1, .2, ... */
+    for (int i = 0; i < 1000; i++) {
+        if (i == 0)
+            snprintf(dst, n + 8, "%s.damaged", s->path);
+        else
+            snprintf(dst, n + 8, "%s.damaged.%d", s->path, i);
+        fd = pl_io_open(dst, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd >= 0 || errno != EEXIST) break;
+    }
     if (fd < 0) goto io;
     for (int64_t off = 0; off < size;) {
         size_t k = size - off < (1 << 16) ? (size_t)(size - off) : 1 << 16;
@@ -166,8 +174,14 @@ static int segment_recover(pl_topic *t, pl_segment *s) {
     if (size > PL_SEG_MAX)
         return pl_err(PL_EFORMAT, 0, "segment %s is larger than 4 GiB",
                       s->path);
-    uint8_t hdr[PL_SEG_HDR];
+    uint8_t hdr[PL_SEG_HDR] = {0};
     int hdr_ok = 0;
+    if (size > 0 && size < PL_SEG_HDR &&
+        pl_io_pread(s->fd, hdr, (size_t)size, 0) == 0 &&
+        !pl_all_zero(hdr, size)) {
+        int r = save_damaged(s, size); /* too short to be ours: keep it */
+        if (r < 0) return r;
+    }
     if (size >= PL_SEG_HDR && pl_io_pread(s->fd, hdr, sizeof hdr, 0) == 0) {
         int r = pl_seg_header_check(hdr, s->base);
         if (r == -PL_EFORMAT)
@@ -534,6 +548,9 @@ int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out) {
     atomic_store(&t->start_offset, start);
     atomic_store(&t->end_offset, end);
     atomic_store(&t->durable, ckpt < start ? start : ckpt > end ? end : ckpt);
+    /* Recovery cut below the checkpoint (synced data was lost after all):
+     * it must not go on vouching for offsets that will be rewritten. */
+    if (ckpt > end) checkpoint_write(t, end);
     free(bases.v);
     bases.v = NULL;
     if (cfg->sync_mode != PL_SYNC_NONE && (rc = flush_all(t)) < 0) goto fail;
@@ -545,6 +562,7 @@ int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out) {
         }
         t->has_syncer = 1;
     }
+    t->opened = 1;
     *out = t;
     return 0;
 fail:
@@ -570,12 +588,14 @@ int pl_topic_close(pl_topic *t) {
     }
     if (t->cfg.sync_mode != PL_SYNC_NONE && !atomic_load(&t->failed))
         rc = flush_all(t);
-    checkpoint_write(t, atomic_load(&t->durable));
-    /* A clean close cuts the preallocated tail: the next open then knows
-     * there is nothing past the data to check (segment_recover). Best
-     * effort: if it fails, open checks the tail instead. */
-    if (t->active)
+    /* A topic whose open failed changes nothing on disk here. */
+    if (t->opened) {
+        checkpoint_write(t, atomic_load(&t->durable));
+        /* A clean close cuts the preallocated tail: the next open then
+         * knows there is nothing past the data to check (segment_recover).
+         * Best effort: if it fails, open checks the tail instead. */
         pl_io_ftruncate(t->active->fd, atomic_load(&t->active->pub_pos));
+    }
     pthread_rwlock_wrlock(&t->slock);
     atomic_store(&t->closed, 1);
     for (int64_t i = 0; i < t->nsegs; i++) pl_seg_free(t->segs[i]);
@@ -638,6 +658,14 @@ static int sync_segments(pl_topic *t, int64_t *goal) {
         return pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
     }
     *goal = atomic_load(&t->end_offset);
+    /* A segment created since the last round needs its directory entry
+     * on disk too. */
+    if (atomic_exchange(&t->dir_dirty, 0) && pl_io_fsync_dir(t->dir) < 0) {
+        int e = errno;
+        atomic_store(&t->dir_dirty, 1);
+        rc = pl_err(PL_EIO, e, "fsync of directory %s failed", t->dir);
+        fail_sticky(t, e, pl_errmsg());
+    }
     for (int64_t i = 0; i < t->nsegs && rc == 0; i++) {
         pl_segment *s = t->segs[i];
         if (!__atomic_exchange_n(&s->dirty, 0, __ATOMIC_ACQ_REL)) continue;
@@ -750,12 +778,11 @@ static int roll(pl_topic *t, int64_t cap, int64_t nrecords) {
     int64_t shrink = used + idx_size - pl_seg_disk_bytes(old);
     rc = pl_retention_make_room(t, cap + (shrink > 0 ? shrink : 0), nrecords);
     if (rc != 0) return rc; /* 1: waited, `old` and `used` may be stale */
-    /* dirty is shared with sync_segments (which exchanges it without the
-     * wlock): atomic accesses. It is cleared only after the fdatasync, so
-     * a concurrent sync round that sees 0 cannot raise durable past data
-     * that is not on disk yet. */
-    if (t->cfg.sync_mode != PL_SYNC_NONE &&
-        __atomic_load_n(&old->dirty, __ATOMIC_ACQUIRE)) {
+    /* In durable modes the old segment is synced here whatever its dirty
+     * flag says: a concurrent sync round clears the flag before its own
+     * fdatasync, which may still fail, and the checkpoint written below
+     * must not vouch for it (invariant 4). Clean pages make it cheap. */
+    if (t->cfg.sync_mode != PL_SYNC_NONE) {
         if (pl_io_fdatasync(old->fd) < 0) {
             rc = pl_err(PL_EIO, errno, "fdatasync of %s failed", old->path);
             fail_sticky(t, pl_errno(), pl_errmsg());
@@ -801,9 +828,14 @@ static int roll(pl_topic *t, int64_t cap, int64_t nrecords) {
             fail_sticky(t, pl_errno(), pl_errmsg());
             return rc;
         }
+        atomic_store(&t->dir_dirty, 0);
         /* Every sealed segment is on disk now: the old one was just
          * synced, earlier ones at their rolls or by the flush at open. */
         checkpoint_write(t, old->end);
+        pthread_mutex_lock(&t->sync_mu);
+        if (old->end > atomic_load(&t->durable))
+            atomic_store(&t->durable, old->end);
+        pthread_mutex_unlock(&t->sync_mu);
     }
     pl_retention_apply_locked(t);
     return 0;
@@ -822,6 +854,7 @@ static int ensure_room_once(pl_topic *t, int64_t len, int64_t nrecords) {
     int64_t need = PL_SEG_HDR + len;
     int64_t cap = need > t->cfg.segment_bytes ? round_page(need)
                                               : t->cfg.segment_bytes;
+    if (cap > PL_SEG_MAX) cap = need; /* rounding must not pass 4 GiB - 1 */
     if (pos > PL_SEG_HDR) return roll(t, cap, nrecords);
     /* An empty active segment too small for this batch: grow it, with an
      * index sized for the new capacity. */
@@ -1273,7 +1306,8 @@ int64_t pl_topic_start_offset(pl_topic *t) {
 }
 int64_t pl_topic_end_offset(pl_topic *t) { return atomic_load(&t->end_offset); }
 int64_t pl_topic_durable_offset(pl_topic *t) {
-    return atomic_load(&t->durable);
+    int64_t d = atomic_load(&t->durable), s = atomic_load(&t->start_offset);
+    return d > s ? d : s; /* retention may have moved start past it */
 }
 
 int pl_topic_wait(pl_topic *t, int64_t offset, int64_t timeout_ms) {

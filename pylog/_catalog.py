@@ -58,9 +58,10 @@ class Catalog:
         with self.env.begin(write=True, db=self.topics_db) as txn:
             txn.put(name.encode(), json.dumps(config, sort_keys=True).encode())
 
-    def delete_topic(self, name):
-        with self.env.begin(write=True, db=self.topics_db) as txn:
-            return txn.delete(name.encode())
+    def delete_topic(self, name, txn):
+        """Delete the topic's record inside the caller's write txn (so that
+        the topic and its consumer positions go in one transaction)."""
+        return txn.delete(name.encode(), db=self.topics_db)
 
     def close(self):
         self.env.close()

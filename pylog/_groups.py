@@ -81,9 +81,9 @@ class Groups:
                 txn.delete(k)
         return bool(keys)
 
-    def delete_topic(self, topic):
+    def delete_topic(self, topic, txn):
+        """Delete every group's position in topic, in the caller's txn."""
         suffix = b"\0" + topic.encode()
-        with self.env.begin(write=True, db=self.db) as txn:
-            keys = [k for k, _ in txn.cursor() if k.endswith(suffix)]
-            for k in keys:
-                txn.delete(k)
+        keys = [k for k, _ in txn.cursor(db=self.db) if k.endswith(suffix)]
+        for k in keys:
+            txn.delete(k, db=self.db)

@@ -191,7 +191,14 @@ class Log:
 
     def _open_handle(self, name, cfg):
         d = os.path.join(self._topics_dir, name)
-        os.makedirs(d, exist_ok=True)
+        if not os.path.isdir(d):
+            os.makedirs(d, exist_ok=True)
+            if self.sync != "none":  # the new directory's name, durably
+                fd = os.open(self._topics_dir, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         return B.open_topic(d, cfg, self.sync, self.sync_interval_ms)
 
     # ---- consumers -----------------------------------------------------------
@@ -262,8 +269,9 @@ class Log:
             t = self._topics.pop(name, None)
             if t is not None:
                 t._close()
-            self._catalog.delete_topic(name)
-            self._groups.delete_topic(name)
+            with self._catalog.env.begin(write=True) as txn:
+                self._catalog.delete_topic(name, txn)
+                self._groups.delete_topic(name, txn)
             d = os.path.join(self._topics_dir, name)
             if os.path.isdir(d):
                 self._discard(d)

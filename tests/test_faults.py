@@ -412,9 +412,10 @@ def test_failed_fsync_in_interval_syncer_is_sticky(tmp_path):
 
 @pytest.mark.parametrize("sync", ["always", "interval"])
 def test_failed_fsync_during_roll_is_sticky(tmp_path, sync):
-    """A roll fdatasyncs the segment it seals if it is dirty ("interval":
-    the syncer has not run yet) and then the directory ("always": every
-    append was synced already, so that is the first fsync)."""
+    """A roll fdatasyncs the segment it seals (always: even when every
+    append was synced already, so that a checkpoint never rests on another
+    thread's sync that may still fail), then the directory: a failure of
+    either is sticky."""
     path = str(tmp_path)
     with pylog.open(path, sync=sync, sync_interval_ms=3_600_000) as log:
         t, want = roll_setup(log)
@@ -422,8 +423,8 @@ def test_failed_fsync_during_roll_is_sticky(tmp_path, sync):
         with pytest.raises(pylog.PylogIOError) as ei:
             t.append(b"x" * 100)
         assert ei.value.errno == errno.EIO
-        assert ("directory" if sync == "always"
-                else "00000000000000000000.log") in str(ei.value)
+        assert "fdatasync of" in str(ei.value)
+        assert "00000000000000000000.log" in str(ei.value)
         with pytest.raises(pylog.LogFailedError):
             t.append(b"y")
         assert t.end_offset == 5
@@ -434,6 +435,21 @@ def test_failed_fsync_during_roll_is_sticky(tmp_path, sync):
         assert t.append(b"z") == 5
         log.flush()
         assert t.durable_offset == 6
+
+
+@pytest.mark.parametrize("sync", ["interval", "always"])
+def test_failed_directory_fsync_during_roll_is_sticky(tmp_path, sync):
+    path = str(tmp_path)
+    with pylog.open(path, sync=sync, sync_interval_ms=3_600_000) as log:
+        t, want = roll_setup(log)
+        B.fault_set("fsync", nth=2)  # 1st: the sealed segment, 2nd: the dir
+        with pytest.raises(pylog.PylogIOError) as ei:
+            t.append(b"x" * 100)
+        assert "directory" in str(ei.value)
+        with pytest.raises(pylog.LogFailedError):
+            t.append(b"y")
+    with pylog.open(path, sync=sync) as log:
+        assert values(log.topic("t"))[:5] == want
 
 
 def test_failed_group_commit_fails_every_writer_without_hanging(tmp_path):

@@ -1,10 +1,13 @@
 """Golden-bytes tests that pin the on-disk format of docs/FORMAT.md.
 
 The golden hex literals below are the worked examples of FORMAT.md (§3.6,
-§3.7, §7.4). The encoder and the parser in this file are written from the
-spec with struct and the `xxhash` package only -- they share no code with
-pylog -- so a change of layout, checksum range, checksum algorithm or index
-rule in the C core or in the header encoding fails here.
+§3.7, §7.4, §8.4). The encoder and the parser in this file are written from
+the spec with struct and the `xxhash` package only -- they share no code
+with pylog -- so a change of layout, checksum range, checksum algorithm or
+index rule in the C core or in the header encoding fails here. The rest
+pins the file life cycle of FORMAT.md §5-§10: truncation at close, the
+checkpoint, recovery's zeroing and .damaged copies, orphan index removal,
+retention's deletions and the catalog.
 """
 import dataclasses
 import json
@@ -12,6 +15,8 @@ import os
 import random
 import re
 import struct
+import subprocess
+import sys
 
 import lmdb
 import pytest
@@ -22,23 +27,27 @@ from hypothesis import strategies as st
 import pylog
 from pylog import _binding as B
 
-# ---- the spec (FORMAT.md), as constants ------------------------------------
+# ---- the spec (FORMAT.md), as constants -------------------------------------
 VERSION = 1
 SEG_HDR = struct.Struct("<8sIIqQ")        # §3.1: 32 bytes
 BATCH_HDR = struct.Struct("<QIIqqqII")    # §3.2: 48 bytes
 REC_HDR = struct.Struct("<qiII")          # §3.2: 20 bytes
 IDX_HDR = struct.Struct("<Q8sIIqqqq")     # §7.1: 56 bytes
 IDX_ENTRY = struct.Struct("<IIIIq")       # §7.1: 24 bytes
+CKPT = struct.Struct("<8sqQ")             # §8.1: 24 bytes
 H_KEY = struct.Struct("<H")               # §3.3
 H_VAL = struct.Struct("<i")
 I64_MIN = -(2**63)
 NAME = re.compile(r"(\d{20})\.(log|idx)")
 SEG0 = "00000000000000000000.log"
 IDX0 = "00000000000000000000.idx"
+SEG5 = "00000000000000000005.log"
+IDX5 = "00000000000000000005.idx"
+CKPT_NAME = "checkpoint"
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 
 assert (SEG_HDR.size, BATCH_HDR.size, REC_HDR.size, IDX_HDR.size,
-        IDX_ENTRY.size) == (32, 48, 20, 56, 24)
+        IDX_ENTRY.size, CKPT.size) == (32, 48, 20, 56, 24, 24)
 
 TS = 1700000000000
 
@@ -92,11 +101,32 @@ GOLDEN_IDX = bytes.fromhex(
 )
 
 
+# FORMAT.md §8.4: checkpoints of offsets 0, 1 and 3.
+GOLDEN_CKPT = {
+    0: bytes.fromhex("50594c4f47434b50" "0000000000000000" "cc981b9aba49e943"),
+    1: bytes.fromhex("50594c4f47434b50" "0100000000000000" "e56935bdd334e2eb"),
+    3: bytes.fromhex("50594c4f47434b50" "0300000000000000" "d21ac8c83e9bb3cc"),
+}
+
+# FORMAT.md §10.1: the config of a topic with the defaults.
+DEFAULT_CONFIG_JSON = (
+    b'{"full_timeout_ms": 10000, "index_interval_bytes": 4096, '
+    b'"max_bytes": 0, "max_record_bytes": 1048576, "on_full": "reject", '
+    b'"retain_until_consumed": false, "retention_bytes": 0, '
+    b'"retention_ms": 0, "segment_bytes": 16777216}')
+
+
 def xxh(b, seed=0):
     return xxhash.xxh64(bytes(b), seed=seed).intdigest()
 
 
-# ---- an encoder written from the spec -------------------------------------
+def enc_checkpoint(offset, lo=0, hi=16):
+    """§8.1; lo, hi: the checksum range (the spec's is 0..16)."""
+    b = CKPT.pack(b"PYLOGCKP", offset, 0)[:16]
+    return b + struct.pack("<Q", xxh((b + bytes(8))[lo:hi]))
+
+
+# ---- an encoder written from the spec ---------------------------------------
 def header_pairs(headers):
     if headers is None:
         return ()
@@ -132,7 +162,7 @@ def enc_seg_header(base):
     return h + struct.pack("<Q", xxh(h))
 
 
-# ---- a parser written from the spec ---------------------------------------
+# ---- a parser written from the spec -----------------------------------------
 @dataclasses.dataclass
 class Rec:
     pos: int
@@ -235,6 +265,26 @@ def parse_index(idx):
     return (base, end, seg_len, max_ts), entries
 
 
+def parse_checkpoint(data):
+    """The offset of a checkpoint file (§8.1), checking every field."""
+    assert len(data) == 24, "a checkpoint is exactly 24 bytes"
+    magic, offset, csum = CKPT.unpack(data)
+    assert magic == b"PYLOGCKP"
+    assert csum == xxh(data[:16]), "checkpoint checksum (bytes 0..16)"
+    return offset
+
+
+def expected_zeroed(data, pos, size):
+    """FORMAT.md §6.1 step 7: bytes recovery overwrites past the data end
+    pos of a file of size bytes: up to the end of the last 8-byte word
+    (counted from pos) holding a non-zero byte, never past size."""
+    last = pos
+    for p in range(pos, size, 8):
+        if any(data[p:min(p + 8, size)]):
+            last = min(p + 8, size)
+    return last - pos
+
+
 def expected_entries(batches, seg_base, interval):
     """The entries FORMAT.md §7.3 says a writer produces."""
     out, last, run = [], None, I64_MIN
@@ -281,6 +331,16 @@ def patch(path, pos, data):
         f.write(data)
 
 
+def snapshot(d):
+    """{name: bytes} of every file of directory d."""
+    return {n: read(os.path.join(d, n)) for n in sorted(os.listdir(d))}
+
+
+def checkpoint_of(root, name="t"):
+    return parse_checkpoint(read(os.path.join(topic_dir(root, name),
+                                              CKPT_NAME)))
+
+
 # ---- (a), (b): golden bytes -------------------------------------------------
 def test_golden_examples_follow_the_spec():
     """The golden literals are what the spec's layout gives by hand."""
@@ -294,29 +354,56 @@ def test_golden_examples_follow_the_spec():
 
 
 def test_golden_one_record(tmp_path):
+    path = os.path.join(topic_dir(tmp_path), SEG0)
+    n = len(GOLDEN_ONE)
     with pylog.open(tmp_path) as log:
         t = log.topic("t")
         assert t.append(b"hi", key=b"k", headers=[("u", b"C")],
                         timestamp=TS) == 0
+        # while open: preallocated, the data, then the zero tail (§2.2, §5)
+        data = read(path)
+        assert len(data) == DEFAULT_SEGMENT_BYTES
+        assert data[:n].hex() == GOLDEN_ONE.hex()
+        assert not any(data[n:])  # clean end: the zero tail
     assert sorted(os.listdir(tmp_path)) == ["LOCK", "catalog", "topics"]
-    assert os.listdir(topic_dir(tmp_path)) == [SEG0]
-    data = read(os.path.join(topic_dir(tmp_path), SEG0))
-    n = len(GOLDEN_ONE)
-    assert data[:n].hex() == GOLDEN_ONE.hex()
-    assert len(data) == DEFAULT_SEGMENT_BYTES  # preallocated
-    assert not any(data[n:])  # clean end: the zero tail
+    # closed: the file is exactly its data; sync none, never flushed: the
+    # checkpoint is the start offset (§8.2, §8.4)
+    assert sorted(os.listdir(topic_dir(tmp_path))) == [SEG0, CKPT_NAME]
+    assert read(path).hex() == GOLDEN_ONE.hex()
+    assert read(os.path.join(topic_dir(tmp_path), CKPT_NAME)).hex() == \
+        GOLDEN_CKPT[0].hex()
+    # the next open extends the file again, and reads the same data
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        assert os.path.getsize(path) == DEFAULT_SEGMENT_BYTES
+        assert read(path)[:n] == GOLDEN_ONE
+        assert [(r.key, bytes(r.value), r.headers) for r in t.read()] == \
+            [(b"k", b"hi", (("u", b"C"),))]
+        assert t.stats()["truncated_bytes"] == 0
+    assert read(path) == GOLDEN_ONE
 
 
 def test_golden_batch_of_three(tmp_path):
+    path = os.path.join(topic_dir(tmp_path), SEG0)
+    n = len(GOLDEN_THREE)
     with pylog.open(tmp_path) as log:
         t = log.topic("t")
         assert t.append_batch(THREE_VALUES, keys=THREE_KEYS,
                               headers=THREE_HEADERS,
                               timestamps=THREE_TS) == 0
-    data = read(os.path.join(topic_dir(tmp_path), SEG0))
-    n = len(GOLDEN_THREE)
-    assert data[:n].hex() == GOLDEN_THREE.hex()
-    assert not any(data[n:])
+        data = read(path)
+        assert data[:n].hex() == GOLDEN_THREE.hex()
+        assert not any(data[n:])
+    assert read(path).hex() == GOLDEN_THREE.hex()
+
+
+def test_empty_topic_closes_to_a_bare_header(tmp_path):
+    with pylog.open(tmp_path, segment_bytes=1024) as log:
+        log.topic("t")
+        assert os.path.getsize(os.path.join(topic_dir(tmp_path), SEG0)) == \
+            1024
+    assert snapshot(topic_dir(tmp_path)) == {SEG0: enc_seg_header(0),
+                                             CKPT_NAME: GOLDEN_CKPT[0]}
 
 
 @pytest.mark.parametrize("golden", ["one", "three"])
@@ -332,7 +419,7 @@ def test_golden_bytes_read_back(tmp_path, golden):
         log.topic("t")
     path = os.path.join(topic_dir(tmp_path), SEG0)
     with open(path, "wb") as f:
-        f.write(raw)  # a short file: the clean end is the end of the file
+        f.write(raw)  # as a clean close leaves it: the file ends at the data
     with pylog.open(tmp_path) as log:
         t = log.topic("t")
         got = [(r.timestamp, r.key, bytes(r.value), r.headers)
@@ -341,6 +428,8 @@ def test_golden_bytes_read_back(tmp_path, golden):
         assert t.end_offset == len(expect)
         assert t.offset_for_time(max(e[0] for e in expect)) == \
             [e[0] for e in expect].index(max(e[0] for e in expect))
+        assert t.stats()["truncated_bytes"] == 0
+    assert read(path) == raw
 
 
 # ---- (c): an independent parser over mixed records --------------------------
@@ -390,7 +479,7 @@ def parse_topic(root):
     segments are (base, path, batches, data_end, size)."""
     d = topic_dir(root)
     names = sorted(os.listdir(d))
-    assert all(NAME.fullmatch(n) for n in names), names
+    assert all(NAME.fullmatch(n) or n == CKPT_NAME for n in names), names
     logs = [n for n in names if n.endswith(".log")]
     segs, records, expect = [], [], None
     for name in logs:
@@ -418,12 +507,11 @@ def test_parser_reads_every_field_and_checksum(tmp_path):
     d = topic_dir(tmp_path)
     for i, (base, path, batches, data_end, size) in enumerate(segs):
         idx_path = path[:-4] + ".idx"
+        # closed: every segment, the active one too, ends at its data
+        assert data_end == size, "a closed segment is truncated to its data"
         if i == len(segs) - 1:
-            # the active segment: preallocated, zeros after the data, no .idx
-            assert size >= data_end
-            assert not os.path.exists(idx_path)
+            assert not os.path.exists(idx_path)  # the active one: no .idx
             continue
-        assert data_end == size, "a sealed segment is truncated to its data"
         (ibase, iend, seg_len, max_ts), entries = parse_index(read(idx_path))
         assert ibase == base
         assert iend == segs[i + 1][0]
@@ -432,7 +520,9 @@ def test_parser_reads_every_field_and_checksum(tmp_path):
         check_index_points_at_records(entries, batches, base)
     assert sorted(os.listdir(d)) == sorted(
         [os.path.basename(s[1]) for s in segs]
-        + [os.path.basename(s[1])[:-4] + ".idx" for s in segs[:-1]])
+        + [os.path.basename(s[1])[:-4] + ".idx" for s in segs[:-1]]
+        + [CKPT_NAME])
+    assert checkpoint_of(tmp_path) == 0  # sync none, never flushed
 
 
 def test_index_entries_follow_the_documented_rule(tmp_path):
@@ -457,9 +547,9 @@ def test_golden_index(tmp_path):
         t.append(b"C" * 100, timestamp=15)
         t.append(b"D" * 400, timestamp=40)  # does not fit: seals segment 0
     d = topic_dir(tmp_path)
-    assert sorted(os.listdir(d)) == [IDX0, SEG0,
-                                     "00000000000000000005.log"]
+    assert sorted(os.listdir(d)) == [IDX0, SEG0, SEG5, CKPT_NAME]
     assert os.path.getsize(os.path.join(d, SEG0)) == 656
+    assert os.path.getsize(os.path.join(d, SEG5)) == 32 + 48 + 20 + 400
     assert read(os.path.join(d, IDX0)).hex() == GOLDEN_IDX.hex()
 
 
@@ -560,7 +650,8 @@ def test_header_checksummed_over_0_to_24_is_accepted(tmp_path):
 @pytest.mark.parametrize("lo,hi", [(0, 16), (8, 24), (0, 32), (0, 23)])
 def test_header_checksummed_over_other_ranges_is_torn(tmp_path, lo, hi):
     """A checksum over any other range does not match: the header counts as
-    torn, the active segment's header is rewritten and its data kept."""
+    damaged, the file is saved to .damaged (§6.1 step 3), the active
+    segment's header is rewritten and its data kept."""
     path = one_record_log(tmp_path)
     good = read(path)[:32]
     h = bytearray(good)
@@ -568,16 +659,19 @@ def test_header_checksummed_over_other_ranges_is_torn(tmp_path, lo, hi):
     h[24:32] = bytes(8)
     h[24:32] = struct.pack("<Q", xxh(h[lo:hi]))
     patch(path, 0, h)
+    before = read(path)
     with pylog.open(tmp_path) as log:
         t = log.topic("t")
         assert [bytes(r.value) for r in t.read()] == [b"hi"]
     assert read(path)[:32] == good
+    assert read(path + ".damaged") == before
 
 
 def test_batch_checksum_covers_bytes_8_to_length(tmp_path):
     path = one_record_log(tmp_path)
     data = bytearray(read(path))
     length = struct.unpack_from("<I", data, 32 + 8)[0]
+    assert len(data) == 32 + length  # closed: the file is its data
     vpos = 32 + 48 + 20 + 1  # the value, after key "k"
     data[vpos:vpos + 2] = b"HI"
     data[32:40] = struct.pack("<Q", xxh(data[40:32 + length]))
@@ -588,24 +682,338 @@ def test_batch_checksum_covers_bytes_8_to_length(tmp_path):
     data[32:40] = struct.pack("<Q", xxh(data[80:32 + length]))
     patch(path, 0, data[:32 + length])
     with pylog.open(tmp_path) as log:
-        assert log.topic("t").end_offset == 0
-    assert not any(read(path)[32:])  # the torn tail was zeroed (§6.1)
+        t = log.topic("t")
+        assert t.end_offset == 0
+        assert t.stats()["truncated_bytes"] == length  # §6.1 step 7
+        assert not any(read(path)[32:])  # the torn tail was zeroed
+    assert read(path) == enc_seg_header(0)  # and cut at close
 
 
-# ---- recovery and versions ---------------------------------------------------
+# ---- recovery: what lies past the data (§6.1) -------------------------------
 def test_torn_tail_is_cut_and_zeroed(tmp_path):
     path = one_record_log(tmp_path)
     end = 32 + 48 + 20 + 1 + 2
+    assert os.path.getsize(path) == end
     patch(path, end, b"\x01" + bytes(100) + b"garbage")
+    raw = read(path)
     with pylog.open(tmp_path) as log:
         t = log.topic("t")
         assert t.end_offset == 1
-        assert B.lib.pl_topic_truncated_bytes(t._h) > 0
+        assert t.stats()["truncated_bytes"] == \
+            expected_zeroed(raw, end, len(raw)) == len(raw) - end
+        data = read(path)
+        assert len(data) == DEFAULT_SEGMENT_BYTES
+        assert not any(data[end:])
+        parse_segment(data, 0)
+    assert os.path.getsize(path) == end
+
+
+@pytest.mark.parametrize("file_size", ["closed", "preallocated"])
+def test_stale_batch_after_a_clean_end_stays_dead(tmp_path, file_size):
+    """§6.1 step 7: bytes past a clean end (a later batch whose page reached
+    the disk when an earlier one's did not) are zeroed too, so an append
+    filling the gap cannot bring them back."""
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        for v in (b"A" * 10, b"B" * 10, b"C" * 10):  # batches of 78 bytes
+            t.append(v, timestamp=1)
+    path = os.path.join(topic_dir(tmp_path), SEG0)
+    assert os.path.getsize(path) == 32 + 3 * 78
+    if file_size == "preallocated":  # as a process that did not close
+        os.truncate(path, DEFAULT_SEGMENT_BYTES)
+    # power loss: the page of batch 1 never reached the disk, batch 2's did
+    patch(path, 32 + 78, bytes(78))
+    raw = read(path)
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        assert t.end_offset == 1
+        zeroed = expected_zeroed(raw, 32 + 78, len(raw))
+        assert zeroed == (156 if file_size == "closed" else 160)
+        assert t.stats()["truncated_bytes"] == zeroed
+        assert not any(read(path)[32 + 78:])
+        t.append(b"X" * 10, timestamp=2)  # offset 1, same length as B
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        assert [bytes(r.value) for r in t.read()] == [b"A" * 10, b"X" * 10]
+        assert t.end_offset == 2
+
+
+def test_a_file_not_closed_keeps_its_preallocation(tmp_path):
+    """A process that dies leaves the active segment at its capacity and no
+    checkpoint (sync none, no flush); the next open keeps the data."""
+    code = (f"import os, pylog\n"
+            f"log = pylog.open({str(tmp_path)!r}, segment_bytes=4096)\n"
+            f"t = log.topic('t')\n"
+            f"t.append(b'hi', key=b'k', headers=[('u', b'C')], "
+            f"timestamp={TS})\n"
+            f"os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    d = topic_dir(tmp_path)
+    path = os.path.join(d, SEG0)
+    assert os.listdir(d) == [SEG0]
     data = read(path)
-    assert not any(data[end:])
-    parse_segment(data, 0)
+    assert len(data) == 4096
+    assert data[:len(GOLDEN_ONE)] == GOLDEN_ONE
+    assert not any(data[len(GOLDEN_ONE):])
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        assert t.end_offset == 1
+        assert t.durable_offset == 0
+        assert t.stats()["truncated_bytes"] == 0
+    assert read(path) == GOLDEN_ONE
 
 
+# ---- damaged active headers: the .damaged copy (§6.1 step 3) ----------------
+@pytest.mark.parametrize("kind", ["flipped", "foreign"])
+def test_damaged_active_header_is_saved_and_the_topic_opens(tmp_path, kind):
+    path = one_record_log(tmp_path)
+    if kind == "flipped":  # a pylog segment with one header byte changed
+        patch(path, 3, b"X")
+        kept = [b"hi"]
+    else:  # not a pylog file at all
+        with open(path, "wb") as f:
+            f.write(b"\x7fELF" + random.Random(5).randbytes(296))
+        kept = []
+    before = read(path)
+    d = topic_dir(tmp_path)
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        assert [bytes(r.value) for r in t.read()] == kept
+        assert read(path + ".damaged") == before
+        assert read(path)[:32] == enc_seg_header(0)
+    assert sorted(os.listdir(d)) == [SEG0, SEG0 + ".damaged", CKPT_NAME]
+    with pylog.open(tmp_path) as log:  # the copy is never read nor changed
+        assert [bytes(r.value) for r in log.topic("t").read()] == kept
+    assert read(path + ".damaged") == before
+    if kind == "foreign":
+        assert read(path) == enc_seg_header(0)
+
+
+def test_unwritten_header_is_rewritten_without_a_copy(tmp_path):
+    path = one_record_log(tmp_path)
+    patch(path, 0, bytes(32))
+    with pylog.open(tmp_path) as log:
+        assert [bytes(r.value) for r in log.topic("t").read()] == [b"hi"]
+    assert sorted(os.listdir(topic_dir(tmp_path))) == [SEG0, CKPT_NAME]
+    assert read(path)[:32] == enc_seg_header(0)
+
+
+# ---- file names: leftovers removed at open (§2.1, §6 step 1) ----------------
+def test_orphan_index_files_are_removed_at_open(tmp_path):
+    with pylog.open(tmp_path, segment_bytes=1024) as log:
+        t = log.topic("t")
+        for i in range(12):  # 5 records of 168 bytes per segment
+            t.append(b"v" * 100, timestamp=i)
+    d = topic_dir(tmp_path)
+    seg10 = "00000000000000000010.log"
+    assert sorted(os.listdir(d)) == [IDX0, SEG0, IDX5, SEG5, seg10,
+                                     CKPT_NAME]
+    # retention unlinks B.log, then B.idx (§9): a crash between the two
+    os.unlink(os.path.join(d, SEG0))
+    for name in ("00000000000000000005.idx.tmp",   # interrupted .idx write
+                 "00000000000000000099.idx",       # no 99.log either
+                 "5.idx", "00000000000000000000.idx.bak"):  # not our names
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(b"leftover")
+    idx5 = read(os.path.join(d, IDX5))
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        assert sorted(os.listdir(d)) == sorted(
+            [IDX5, SEG5, seg10, CKPT_NAME, "5.idx",
+             "00000000000000000000.idx.bak"])
+        assert t.start_offset == 5
+        assert [t.get(o).timestamp for o in range(5, 12)] == \
+            list(range(5, 12))
+    assert read(os.path.join(d, IDX5)) == idx5  # kept: its segment exists
+
+
+# ---- segment sizes (§4) -----------------------------------------------------
+def test_segment_capacity_rule(tmp_path):
+    """A new segment is segment_bytes long while active, unless its first
+    batch needs more: then 32 + length rounded up to 4096. An empty active
+    segment grows instead of rolling. Closed, every file is its data."""
+    d = topic_dir(tmp_path)
+
+    def size(name, topic="t"):
+        return os.path.getsize(os.path.join(topic_dir(tmp_path, topic), name))
+
+    with pylog.open(tmp_path, segment_bytes=1024) as log:
+        t = log.topic("t")
+        t.append(b"a", timestamp=1)          # length 69
+        t.append(b"b" * 924, timestamp=2)    # length 992: 32 + 992 = 1024
+        assert size("00000000000000000001.log") == 1024
+        t.append(b"c" * 933, timestamp=3)    # length 1001: 1033 > 1024
+        assert size("00000000000000000002.log") == 4096
+        t.append(b"d" * 5000, timestamp=4)   # length 5068: 5100
+        assert size("00000000000000000003.log") == 8192
+        u = log.topic("u")
+        u.append(b"e" * 2000, timestamp=5)   # empty segment: grown
+        assert os.listdir(topic_dir(tmp_path, "u")) == [SEG0]
+        assert size(SEG0, "u") == 4096
+    assert [size(n) for n in sorted(os.listdir(d)) if n.endswith(".log")] \
+        == [32 + 69, 32 + 992, 32 + 1001, 32 + 5068]
+    assert size(SEG0, "u") == 32 + 2068
+
+
+# ---- the checkpoint (§8) ----------------------------------------------------
+def test_golden_checkpoints_follow_the_spec():
+    for offset, golden in GOLDEN_CKPT.items():
+        assert enc_checkpoint(offset).hex() == golden.hex()
+        assert parse_checkpoint(golden) == offset
+
+
+@pytest.mark.parametrize("sync", ["none", "interval", "always"])
+def test_golden_checkpoint(tmp_path, sync):
+    ckpt = os.path.join(topic_dir(tmp_path), CKPT_NAME)
+    with pylog.open(tmp_path, sync=sync, sync_interval_ms=3_600_000) as log:
+        t = log.topic("t")
+        if sync == "none":
+            assert not os.path.exists(ckpt)
+        else:  # the flush at open (§6 step 6)
+            assert read(ckpt).hex() == GOLDEN_CKPT[0].hex()
+        t.append(b"x", timestamp=1)
+        t.flush()
+        assert read(ckpt).hex() == GOLDEN_CKPT[1].hex()
+        t.append(b"y", timestamp=2)
+        t.append(b"z", timestamp=3)
+        assert read(ckpt) == GOLDEN_CKPT[1]  # appends do not write it
+    expect = 1 if sync == "none" else 3     # close: the durable offset
+    assert read(ckpt).hex() == GOLDEN_CKPT[expect].hex()
+    assert sorted(os.listdir(topic_dir(tmp_path))) == [SEG0, CKPT_NAME]
+    with pylog.open(tmp_path) as log:  # sync none: it is where open starts
+        assert log.topic("t").durable_offset == expect
+
+
+def test_checkpoint_checksum_covers_bytes_0_to_16(tmp_path):
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        t.append(b"x")
+        t.flush()
+    b = read(os.path.join(topic_dir(tmp_path), CKPT_NAME))
+    (stored,) = struct.unpack_from("<Q", b, 16)
+    assert stored == xxh(b[:16])
+    # other plausible ranges and seeds give other values
+    assert stored not in (xxh(b[8:16]), xxh(b[:8]), xxh(b[:16], 1),
+                          xxh(b[:16] + bytes(8)))
+
+
+@pytest.mark.parametrize("sync", ["none", "interval", "always"])
+def test_checkpoint_at_roll(tmp_path, sync):
+    """§8.2: a roll writes the sealed segment's end in sync modes interval
+    and always, and nothing in sync mode none."""
+    ckpt = os.path.join(topic_dir(tmp_path), CKPT_NAME)
+    with pylog.open(tmp_path, sync=sync, sync_interval_ms=3_600_000,
+                    segment_bytes=1024) as log:
+        t = log.topic("t")
+        for i in range(6):  # 5 records of 168 bytes per segment
+            t.append(b"v" * 100, timestamp=i)
+        assert SEG5 in os.listdir(topic_dir(tmp_path))
+        if sync == "none":
+            assert not os.path.exists(ckpt)
+        else:
+            assert read(ckpt).hex() == enc_checkpoint(5).hex()
+
+
+# (content of the checkpoint file, expected durable_offset at open) with
+# start_offset 5 and end_offset 20
+_FORGED = {
+    "valid": (enc_checkpoint(12), 12),
+    "valid, longer file": (enc_checkpoint(12) + b"\0", 12),
+    "above the end": (enc_checkpoint(99), 20),
+    "below the start": (enc_checkpoint(2), 5),
+    "checksum over 8..16": (enc_checkpoint(12, 8, 16), 5),
+    "checksum over 0..8": (enc_checkpoint(12, 0, 8), 5),
+    "checksum over 0..24": (enc_checkpoint(12, 0, 24), 5),
+    "other magic": (b"PYLOGCKQ" + enc_checkpoint(12)[8:16]
+                    + struct.pack("<Q", xxh(b"PYLOGCKQ"
+                                            + enc_checkpoint(12)[8:16])), 5),
+    "short": (enc_checkpoint(12)[:23], 5),
+    "missing": (None, 5),
+}
+
+
+def segments_from_5(root):
+    """Segments 5 and 10 (sealed, 5 records each) and 15 (active): 20
+    records are written to segments 0, 5, 10, 15, then segment 0 is removed
+    as retention removes it (§9). start_offset 5, end_offset 20."""
+    with pylog.open(root, segment_bytes=1024) as log:
+        t = log.topic("t")
+        for i in range(20):
+            t.append(b"v" * 100, timestamp=i)
+    d = topic_dir(root)
+    os.unlink(os.path.join(d, SEG0))
+    os.unlink(os.path.join(d, IDX0))
+    return d
+
+
+def put_checkpoint(d, content):
+    path = os.path.join(d, CKPT_NAME)
+    if content is None:
+        if os.path.exists(path):
+            os.unlink(path)
+    else:
+        with open(path, "wb") as f:
+            f.write(content)
+
+
+@pytest.mark.parametrize("case", list(_FORGED))
+def test_checkpoint_is_where_durable_offset_starts(tmp_path, case):
+    content, durable = _FORGED[case]
+    d = segments_from_5(tmp_path)
+    put_checkpoint(d, content)
+    with pylog.open(tmp_path) as log:  # sync none: no flush at open
+        t = log.topic("t")
+        assert (t.start_offset, t.end_offset) == (5, 20)
+        assert t.durable_offset == durable
+
+
+@pytest.mark.parametrize("ckpt,fsyncs", [(20, 1), (15, 1), (14, 2), (10, 2),
+                                          (9, 3), (None, 3)])
+def test_sealed_segments_below_the_checkpoint_are_not_synced(tmp_path, ckpt,
+                                                             fsyncs):
+    """§6 steps 3 and 6: the flush at open syncs the active segment and the
+    sealed segments whose end is above the checkpoint, and no others.
+    Segments 5 and 10 end at 10 and 15, the active one at 20. The count of
+    fdatasyncs is observed by failing the nth one."""
+    d = segments_from_5(tmp_path)
+    content = None if ckpt is None else enc_checkpoint(ckpt)
+    for nth, ok in ((fsyncs + 1, True), (fsyncs, False)):
+        put_checkpoint(d, content)
+        with pylog.open(tmp_path, sync="always") as log:
+            B.fault_set("fsync", nth=nth)
+            try:
+                if ok:
+                    t = log.topic("t")
+                    assert t.durable_offset == t.end_offset == 20
+                else:
+                    with pytest.raises(pylog.PylogIOError):
+                        log.topic("t")
+            finally:
+                B.fault_clear()
+
+
+# ---- retention: whole segments, oldest first (§9) ---------------------------
+def test_retention_deletes_whole_segments_oldest_first(tmp_path):
+    with pylog.open(tmp_path, segment_bytes=1024) as log:
+        t = log.topic("t")
+        for i in range(20):  # segments 0, 5, 10 (sealed) and 15
+            t.append(b"v" * 100, timestamp=i)
+    d = topic_dir(tmp_path)
+    before = snapshot(d)
+    gone = {SEG0, IDX0, SEG5, IDX5}
+    assert gone < set(before)
+    with pylog.open(tmp_path) as log:
+        # 3 x (872 + 80) + 1024 preallocated = 3880 bytes: two segments go
+        t = log.topic("t", retention_bytes=2500)
+        assert sorted(os.listdir(d)) == sorted(set(before) - gone)
+        assert t.start_offset == 10
+        assert t.stats()["retention_dropped_records"] == 10
+        assert bytes(t.get(10).value) == b"v" * 100
+    # nothing else was written: the rest is byte for byte what it was
+    assert snapshot(d) == {k: v for k, v in before.items() if k not in gone}
+
+
+# ---- versions ---------------------------------------------------------------
 def test_unknown_version_of_a_sealed_segment_is_refused(tmp_path):
     with pylog.open(tmp_path, segment_bytes=1024) as log:
         t = log.topic("t")
@@ -618,39 +1026,87 @@ def test_unknown_version_of_a_sealed_segment_is_refused(tmp_path):
     patch(path, 0, h)
     with pylog.open(tmp_path) as log:
         t = log.topic("t")
-        with pytest.raises((pylog.CorruptionError, pylog.FormatVersionError)):
+        with pytest.raises(pylog.FormatVersionError):
             t.get(0)
+        assert bytes(t.get(19).value) == b"v" * 100  # other segments read
     assert read(path)[:32] == bytes(h)
+
+
+# ---- the catalog (§10) ------------------------------------------------------
+def catalog_dbs(root):
+    env = lmdb.open(os.path.join(root, "catalog"), readonly=True,
+                    max_dbs=8, lock=False)
+    try:
+        with env.begin() as txn:  # named dbs are keys of the main db
+            out = {b"": {k for k, _ in txn.cursor()}}
+        for name in out[b""]:
+            db = env.open_db(name, create=False)
+            with env.begin() as txn:
+                out[name] = dict(txn.cursor(db=db))
+    finally:
+        env.close()
+    return out
 
 
 def test_catalog_layout(tmp_path):
     with pylog.open(tmp_path) as log:
-        log.topic("t")
-        log.topic("u", segment_bytes=4096)
-    env = lmdb.open(os.path.join(tmp_path, "catalog"), readonly=True,
-                    max_dbs=8, lock=False)
-    try:
-        with env.begin() as txn:  # named dbs are keys of the main db
-            assert {b"meta", b"topics"} <= {k for k, _ in txn.cursor()}
-        meta = env.open_db(b"meta", create=False)
-        topics = env.open_db(b"topics", create=False)
-        with env.begin() as txn:
-            assert dict(txn.cursor(db=meta)) == {b"format_version": b"1"}
-            got = dict(txn.cursor(db=topics))
-    finally:
-        env.close()
-    assert got == {
-        b"t": b'{"index_interval_bytes": 4096, "max_record_bytes": 1048576,'
-              b' "segment_bytes": 16777216}',
-        b"u": b'{"index_interval_bytes": 4096, "max_record_bytes": 1048576,'
-              b' "segment_bytes": 4096}',
+        t = log.topic("t")
+        log.topic("u", segment_bytes=4096, retention_ms=60_000,
+                  on_full="block", retain_until_consumed=True,
+                  max_bytes=1 << 20)
+        for _ in range(5):
+            t.append(b"x")
+        with log.consumer("g", ["t", "u"]) as c:
+            c.commit({"t": 3})
+        with log.consumer("gé", "t", start="latest"):
+            pass
+    dbs = catalog_dbs(tmp_path)
+    assert dbs[b""] == {b"cursors", b"meta", b"topics"}
+    assert dbs[b"meta"] == {b"format_version": b"1"}
+    assert dbs[b"topics"] == {
+        b"t": DEFAULT_CONFIG_JSON,
+        b"u": b'{"full_timeout_ms": 10000, "index_interval_bytes": 4096, '
+              b'"max_bytes": 1048576, "max_record_bytes": 1048576, '
+              b'"on_full": "block", "retain_until_consumed": true, '
+              b'"retention_bytes": 0, "retention_ms": 60000, '
+              b'"segment_bytes": 4096}',
     }
-    assert json.loads(got[b"u"])["segment_bytes"] == 4096
+    assert dbs[b"cursors"] == {
+        b"g\x00t": bytes.fromhex("0300000000000000"),
+        b"g\x00u": bytes.fromhex("0000000000000000"),
+        "gé".encode() + b"\x00t": bytes.fromhex("0500000000000000"),
+    }
+    assert json.loads(dbs[b"topics"][b"u"])["retain_until_consumed"] is True
+
+
+def test_catalog_of_a_new_log_has_every_db(tmp_path):
+    pylog.open(tmp_path).close()
+    dbs = catalog_dbs(tmp_path)
+    assert dbs == {b"": {b"cursors", b"meta", b"topics"},
+                   b"meta": {b"format_version": b"1"}, b"topics": {},
+                   b"cursors": {}}
+
+
+def test_topic_config_without_the_new_keys_is_completed(tmp_path):
+    one_record_log(tmp_path)
+    env = lmdb.open(os.path.join(tmp_path, "catalog"), max_dbs=8)
+    with env.begin(write=True, db=env.open_db(b"topics")) as txn:
+        txn.put(b"t", b'{"index_interval_bytes": 4096, "max_record_bytes": '
+                      b'1048576, "segment_bytes": 16777216}')
+    env.close()
+    # the log's topic defaults do not fill a stored record: the table's do
+    with pylog.open(tmp_path, retention_ms=5, on_full="drop_oldest") as log:
+        t = log.topic("t")
+        assert t.config == json.loads(DEFAULT_CONFIG_JSON)
+        assert [bytes(r.value) for r in t.read()] == [b"hi"]
+    assert catalog_dbs(tmp_path)[b"topics"] == {b"t": DEFAULT_CONFIG_JSON}
 
 
 def test_unknown_catalog_version_is_refused(tmp_path):
-    path = one_record_log(tmp_path)
-    before = read(path)
+    one_record_log(tmp_path)
+    d = topic_dir(tmp_path)
+    before = snapshot(d)
+    assert sorted(before) == [SEG0, CKPT_NAME]
     env = lmdb.open(os.path.join(tmp_path, "catalog"), max_dbs=8)
     with env.begin(write=True, db=env.open_db(b"meta")) as txn:
         txn.put(b"format_version", b"2")
@@ -661,26 +1117,47 @@ def test_unknown_catalog_version_is_refused(tmp_path):
     with env.begin(db=env.open_db(b"meta")) as txn:
         assert txn.get(b"format_version") == b"2"
     env.close()
-    assert read(path) == before
-    assert os.listdir(topic_dir(tmp_path)) == [SEG0]
+    assert snapshot(d) == before
 
 
-# ---- known deviation (FORMAT.md §10) ---------------------------------------
-@pytest.mark.xfail(strict=True, reason="recovery zeroes the tail only after "
-                   "garbage, not after a clean-end marker: a stale batch "
-                   "past a zeroed gap comes back (FORMAT.md §10)")
-def test_stale_batch_after_a_clean_end_stays_dead(tmp_path):
+# ---- open and recovery leave no surprises on disk -----------------------------
+def test_refused_active_segment_leaves_the_directory_alone(tmp_path):
     with pylog.open(tmp_path) as log:
         t = log.topic("t")
-        for v in (b"A" * 10, b"B" * 10, b"C" * 10):  # batches of 78 bytes
-            t.append(v, timestamp=1)
-    path = os.path.join(topic_dir(tmp_path), SEG0)
-    # power loss: the page of batch 1 never reached the disk, batch 2's did
-    patch(path, 32 + 78, bytes(78))
+        t.append(b"hi", timestamp=TS)
+        t.flush()  # checkpoint 1
+    d = topic_dir(tmp_path)
+    path = os.path.join(d, SEG0)
+    h = bytearray(read(path)[:32])
+    h[8:12] = struct.pack("<I", 2)
+    h[24:32] = struct.pack("<Q", xxh(h[:24]))
+    patch(path, 0, h)
+    before = snapshot(d)
     with pylog.open(tmp_path) as log:
-        t = log.topic("t")
-        assert t.end_offset == 1
-        t.append(b"X" * 10, timestamp=2)  # offset 1, same length as B
+        with pytest.raises(pylog.FormatVersionError):
+            log.topic("t")
+    assert snapshot(d) == before
+
+
+def test_short_foreign_file_is_saved(tmp_path):
+    path = one_record_log(tmp_path)
+    with open(path, "wb") as f:
+        f.write(b"short")
     with pylog.open(tmp_path) as log:
-        t = log.topic("t")
-        assert [bytes(r.value) for r in t.read()] == [b"A" * 10, b"X" * 10]
+        assert log.topic("t").end_offset == 0
+    assert os.path.exists(path + ".damaged")
+    assert read(path + ".damaged") == b"short"
+
+
+def test_a_second_damaged_header_keeps_the_first_copy(tmp_path):
+    path = one_record_log(tmp_path)
+    d = topic_dir(tmp_path)
+    copies = []
+    for i in range(2):
+        patch(path, 0, b"FOREIGN%d" % i)
+        copies.append(read(path))
+        with pylog.open(tmp_path) as log:
+            assert [bytes(r.value) for r in log.topic("t").read()] == [b"hi"]
+    saved = [read(os.path.join(d, n)) for n in os.listdir(d)
+             if n.startswith(SEG0 + ".damaged")]
+    assert sorted(saved) == sorted(copies)
