@@ -8,17 +8,24 @@
     pylog DIR groups
     pylog DIR verify
     pylog DIR dump TOPIC
-    pylog demo [--dir DIR]
+    pylog demo [--dir DIR] [--seconds S]
+
+``produce`` creates DIR if it does not exist (or is empty); every other
+command needs an existing pylog directory. Like every pylog user, the
+command holds the directory's LOCK while it runs.
 
 Errors go to stderr as one line, with exit status 1 (2 for bad usage, 3 for
-corruption found by verify); never a traceback.
+corruption found by verify, 130/143 when interrupted); never a traceback
+(set PYLOG_DEBUG=1 to get one for an unexpected error).
 """
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
 import re
+import select
 import signal
 import struct
 import sys
@@ -28,38 +35,105 @@ from . import _errors as E
 from . import _inspect
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CORRUPT = 1, 2, 3
+EXIT_INT, EXIT_TERM = 130, 143
+FOLLOW_WAIT = 0.2  # seconds between checks for new records with --follow
+CHUNK = 500        # records read (and committed) per step of consume
+BATCH_BYTES = 1 << 20  # produce appends a batch once it holds this much
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (exit status 2)."""
+
+
+class InputError(Exception):
+    """stdin of produce is not in the announced framing."""
+
+
+class Terminated(BaseException):
+    """SIGTERM: unwinds like Ctrl-C, so the log is closed cleanly."""
+
+
+class _Signals:
+    """SIGINT raises KeyboardInterrupt and SIGTERM Terminated, except inside
+    a ``deferred()`` section (print then commit, append then forget), where
+    the first one waits for the section to end; a second one does not."""
+
+    def __init__(self):
+        self.depth = 0
+        self.pending = None
+
+    def handler(self, signum, frame):
+        exc = KeyboardInterrupt if signum == signal.SIGINT else Terminated
+        if self.depth and self.pending is None:
+            self.pending = exc
+            return
+        raise exc()
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending is not None:
+                exc, self.pending = self.pending, None
+                raise exc()
+
+
+SIGNALS = _Signals()
 
 
 class Progress:
-    """A progress bar on stderr, drawn only when stderr is a terminal."""
+    """A progress bar on stderr, drawn only when stderr is a terminal
+    (and `enabled`, when given, is true)."""
 
-    def __init__(self, total, label):
+    def __init__(self, total, label, enabled=True):
         self.total, self.label = max(total, 1), label
-        self.on = sys.stderr.isatty()
+        self.on = bool(enabled) and sys.stderr.isatty()
+        self.shown = False
         self.last = 0.0
+        try:
+            self.width = os.get_terminal_size(sys.stderr.fileno()).columns
+        except (OSError, ValueError):
+            self.width = 0
+        self.width = self.width or 80
 
     def update(self, done, note=""):
-        now = time.monotonic()
-        if not self.on or now - self.last < 0.1:
+        if not self.on:
             return
-        self.last = now
+        now = time.monotonic()
+        if self.shown and now - self.last < 0.1:
+            return
+        self.last, self.shown = now, True
         frac = min(done / self.total, 1.0)
         bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r{self.label} [{bar:<30}] {frac:6.1%} {note[:30]:<30}")
+        line = f"{self.label} [{bar:<30}] {frac:6.1%} {note}"
+        sys.stderr.write("\r" + line[:self.width - 1] + "\x1b[K")
         sys.stderr.flush()
 
-    def done(self):
-        if self.on:
-            sys.stderr.write("\r" + " " * 100 + "\r")
+    def clear(self):
+        """Erase the bar (before printing a line, and at the end)."""
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
+            self.shown = False
 
 
-def _open(args, **kw):
+def _open(args, create=False, **kw):
+    """Open DIR. Unless create, it must already be a pylog directory; with
+    create it may also be missing or empty."""
     import pylog
-    if not os.path.isdir(os.path.join(args.dir, "catalog")):
-        raise E.PylogError(f"{args.dir} is not a pylog directory "
-                           "(no catalog/)")
-    return pylog.open(args.dir, **kw)
+    d = args.dir
+    if not os.path.exists(d):
+        if not create:
+            raise E.PylogError(f"{d}: no such directory")
+    elif not os.path.isdir(d):
+        raise E.PylogError(f"{d} is not a directory")
+    elif not os.path.isdir(os.path.join(d, "catalog")):
+        if not (create and not os.listdir(d)):
+            raise E.PylogError(f"{d} is not a pylog directory (no catalog/)")
+    return pylog.open(d, **kw)
 
 
 def _topic(log, name):
@@ -68,29 +142,56 @@ def _topic(log, name):
     return log.topic(name)
 
 
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 def _time_arg(s):
-    """ms since the epoch from: an int (ms), an ISO date/time, or a
-    relative age such as 90s, 15m, 2h, 7d."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", s)
+    """ms since the epoch from: an int (ms), an ISO date/time (local time
+    unless it has an offset or Z), or an age such as 90s, 15m, 2h, 7d."""
+    s = s.strip()
+    m = _AGE.fullmatch(s)
     if m:
         mult = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
         return int((time.time() - float(m.group(1)) * mult) * 1000)
     if re.fullmatch(r"\d+", s):
         return int(s)
+    iso = s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s
     try:
-        t = dt.datetime.fromisoformat(s)
+        t = dt.datetime.fromisoformat(iso)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"not a time: {s!r} (ms, ISO date, or 15m/2h/7d)") from None
+            f"not a time: {s!r} (ms since the epoch, an ISO date/time, or an "
+            "age like 90s, 15m, 2h, 7d)") from None
     if t.tzinfo is None:
         t = t.astimezone()
-    return int(t.timestamp() * 1000)
+    return (t - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def _positive(s):
+    try:
+        n = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {s!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {n}")
+    return n
+
+
+_ESC = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\"}
+
+
+def _unescape(s):
+    r"""Backslash escapes \n \t \r \0 \\ (others are kept as written)."""
+    return re.sub(r"\\(.)", lambda m: _ESC.get(m.group(1), m.group(0)), s,
+                  flags=re.S)
 
 
 # ---- commands ----------------------------------------------------------------
 
 def cmd_topics(args):
     with _open(args) as log:
+        print("TOPIC\tSTART\tEND")
         for name in log.topics():
             t = log.topic(name)
             print(f"{name}\t{t.start_offset}\t{t.end_offset}")
@@ -99,136 +200,267 @@ def cmd_topics(args):
 def cmd_describe(args):
     with _open(args) as log:
         t = _topic(log, args.topic)
-        info = t.stats() if hasattr(t, "stats") else {}
-        info.setdefault("start_offset", t.start_offset)
-        info.setdefault("end_offset", t.end_offset)
-        info.setdefault("durable_offset", t.durable_offset)
-        out = {"topic": t.name, "config": t.config, **info}
+        out = {"topic": t.name, "config": t.config, **t.stats()}
         print(json.dumps(out, indent=2, sort_keys=True))
 
 
-def _read_frames(stream, framing, sep):
-    if framing == "length":
-        while True:
-            head = stream.read(4)
-            if not head:
-                return
-            if len(head) < 4:
-                raise E.PylogError("stdin ends inside a length prefix")
-            (n,) = struct.unpack(">I", head)
-            data = stream.read(n)
-            if len(data) < n:
-                raise E.PylogError(f"stdin ends inside a {n}-byte record")
-            yield None, data
-    else:
-        for line in stream:
-            line = line.rstrip(b"\n").rstrip(b"\r")
-            if sep is not None:
-                key, found, value = line.partition(sep)
-                if not found:
-                    raise E.PylogError(
-                        f"line without key separator {sep!r}: {line[:60]!r}")
-                yield key, value
-            else:
-                yield None, line
+def _ready(fd):
+    """More input can be read from fd without waiting."""
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def _frames(fd, framing, sep, limit):
+    """Yield (key, value) for every record on fd, and None whenever no more
+    input is ready (so that the caller appends what it holds instead of
+    waiting for a full batch: `tail -f x | pylog DIR produce t`). A length
+    prefix above limit is refused before its record is read."""
+    buf = bytearray()
+    line_no = 0
+
+    def split_line(line):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if sep is None:
+            return None, bytes(line)
+        key, found, value = bytes(line).partition(sep)
+        if not found:
+            raise InputError(f"line {line_no} has no key separator {sep!r}: "
+                             f"{bytes(line[:60])!r}")
+        return key, value
+
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        buf += chunk
+        if framing == "length":
+            pos = 0
+            while len(buf) - pos >= 4:
+                (n,) = struct.unpack_from(">I", buf, pos)
+                if n > limit:
+                    raise InputError(
+                        f"a length prefix announces a {n}-byte record, more "
+                        f"than max_record_bytes ({limit}): is stdin "
+                        "length-framed?")
+                if len(buf) - pos - 4 < n:
+                    break
+                yield None, bytes(buf[pos + 4:pos + 4 + n])
+                pos += 4 + n
+            del buf[:pos]
+        else:
+            lines = buf.split(b"\n")
+            buf = lines.pop()
+            for line in lines:
+                line_no += 1
+                yield split_line(line)
+        if not _ready(fd):
+            yield None
+    if buf:
+        if framing == "length":
+            if len(buf) < 4:
+                raise InputError("stdin ends inside a length prefix")
+            (n,) = struct.unpack_from(">I", buf, 0)
+            raise InputError(f"stdin ends inside a {n}-byte record "
+                             f"({len(buf) - 4} bytes of it were read)")
+        line_no += 1
+        yield split_line(buf)  # a last line without a newline
 
 
 def cmd_produce(args):
-    sep = args.key_separator.encode() if args.key_separator else None
+    if args.key_separator is not None:
+        sep = _unescape(args.key_separator).encode()
+        if not sep:
+            raise UsageError("--key-separator must not be empty")
+    else:
+        sep = None
     n = 0
-    with _open(args, sync=args.sync) as log:
+    with _open(args, create=True, sync=args.sync) as log:
         t = log.topic(args.topic)
         keys, vals = [], []
+        size = 0
 
         def flush_batch():
-            nonlocal n
+            nonlocal n, size
             if vals:
-                t.append_batch(vals, keys=keys if sep is not None else None)
-                n += len(vals)
-                keys.clear()
-                vals.clear()
+                with SIGNALS.deferred():  # appended and forgotten together
+                    t.append_batch(vals,
+                                   keys=keys if sep is not None else None)
+                    n += len(vals)
+                    keys.clear()
+                    vals.clear()
+                    size = 0
 
-        for key, value in _read_frames(sys.stdin.buffer, args.framing, sep):
-            keys.append(key)
-            vals.append(value)
-            if len(vals) >= args.batch:
-                flush_batch()
-        flush_batch()
-    print(f"produced {n} records to {args.topic}", file=sys.stderr)
+        try:
+            for item in _frames(sys.stdin.buffer.fileno(), args.framing, sep,
+                                t.config["max_record_bytes"]):
+                if item is None:
+                    flush_batch()
+                    continue
+                keys.append(item[0])
+                vals.append(item[1])
+                size += len(item[1]) + len(item[0] or b"")
+                if len(vals) >= args.batch or size >= BATCH_BYTES:
+                    flush_batch()
+            flush_batch()
+        except (KeyboardInterrupt, Terminated):
+            flush_batch()  # what was read whole is appended, then stop
+            raise
+        except InputError as exc:
+            flush_batch()
+            raise E.PylogError(f"{exc}; the {n} records before it were "
+                               f"appended to topic {t.name!r}") from None
+        except E.PylogError as exc:
+            raise type(exc)(f"{exc}; {n} records were appended to topic "
+                            f"{t.name!r} before it") from None
+    print(f"produced {n} record{'' if n == 1 else 's'} to {args.topic}",
+          file=sys.stderr)
 
 
 def _text(b):
+    """A key or value as text: UTF-8 as is; anything else (and text that
+    itself starts with "base64:") as "base64:" + its base64."""
     if b is None:
         return None
     b = bytes(b)
     try:
-        return b.decode("utf-8")
+        s = b.decode("utf-8")
     except UnicodeDecodeError:
+        s = None
+    if s is None or s.startswith("base64:"):
         return "base64:" + base64.b64encode(b).decode()
+    return s
+
+
+class _Headers(dict):
+    """{headers[name]} of a record without that header is empty."""
+
+    def __missing__(self, key):
+        return ""
+
+
+def _fields(r):
+    return {"topic": r.topic, "offset": r.offset, "timestamp": r.timestamp,
+            "key": _text(r.key) or "", "value": _text(r.value),
+            "headers": _Headers((k, _text(v) or "") for k, v in r.headers)}
 
 
 def _formatter(fmt):
+    """A function Record -> output line (with its newline)."""
     if fmt == "json":
         def f(r):
             return json.dumps({"topic": r.topic, "offset": r.offset,
                                "timestamp": r.timestamp, "key": _text(r.key),
                                "value": _text(r.value),
-                               "headers": [[k, _text(v)] for k, v in r.headers]})
+                               "headers": [[k, _text(v)]
+                                           for k, v in r.headers]}) + "\n"
         return f
     if fmt == "value":
-        return lambda r: _text(r.value)
-    template = fmt.encode().decode("unicode_escape")
+        return lambda r: _text(r.value) + "\n"
+    template = _unescape(fmt)
+    nl = "" if template.endswith("\n") else "\n"
 
     def g(r):
-        return template.format(offset=r.offset, timestamp=r.timestamp,
-                               key=_text(r.key) or "", value=_text(r.value),
-                               topic=r.topic, headers=dict(r.headers))
+        return template.format(**_fields(r)) + nl
+
+    from ._topic import Record
+    try:
+        g(Record(0, 0, b"k", b"v", (("h", b"v"),), "t"))
+    except KeyError as exc:
+        raise UsageError(
+            f"--format {fmt!r}: unknown field {exc.args[0]!r} (fields: "
+            f"{', '.join(_fields(Record(0, 0, None, b'', (), 't')))})"
+        ) from None
+    except (IndexError, ValueError, AttributeError, TypeError) as exc:
+        raise UsageError(f"--format {fmt!r}: {exc}") from None
     return g
+
+
+def _start_position(t, args):
+    """Where --offset / --since / --from-beginning put the reader, or None
+    (no such option: a group's committed position, else the start)."""
+    start, end = t.start_offset, t.end_offset
+    if args.offset is not None:
+        off = args.offset
+        if off < 0:  # from the end, as kcat's -o -N
+            return max(start, end + off)
+        if off > end:
+            raise E.OffsetOutOfRangeError(
+                f"offset {off} is beyond the end of topic {t.name!r} "
+                f"(its next offset is {end})")
+        if off < start:
+            raise E.OffsetOutOfRangeError(
+                f"offset {off} of topic {t.name!r} is no longer retained "
+                f"(the topic starts at {start})")
+        return off
+    if args.since is not None:
+        off = t.offset_for_time(args.since)
+        return end if off is None else off
+    if args.from_beginning:
+        return start
+    return None
 
 
 def cmd_consume(args):
     fmt = _formatter(args.format)
+    out = sys.stdout.buffer
+    left = args.count
+
+    def emit(recs):
+        nonlocal left
+        data = memoryview("".join(fmt(r) for r in recs).encode("utf-8"))
+        while data:  # a write interrupted by a signal can be partial
+            data = data[out.write(data):]
+        out.flush()
+        if left is not None:
+            left -= len(recs)
+
     with _open(args) as log:
         t = _topic(log, args.topic)
-        c = log.consumer(args.group or f"_cli-{os.getpid()}", args.topic,
-                         start="earliest")
-        try:
-            if args.offset is not None:
-                c.seek(args.topic, args.offset)
-            elif args.since is not None:
-                c.seek_to_time(args.since)
-            elif args.from_beginning or not args.group:
-                c.seek_to_beginning()
-            left = args.count
-            out = sys.stdout
-            while left is None or left > 0:
-                batch = c.poll(max_records=min(500, left or 500),
-                               timeout=0.5 if args.follow else 0.0)
-                if not batch:
-                    if args.follow:
-                        continue
+        pos = _start_position(t, args)
+        if args.group is not None:
+            # Commits after each printed batch: at-least-once, and the next
+            # run continues where this one stopped.
+            with log.consumer(args.group, t.name) as c:
+                if pos is not None:
+                    c.seek(t.name, pos)
+                while left is None or left > 0:
+                    recs = c.poll(max_records=min(CHUNK, left or CHUNK),
+                                  timeout=FOLLOW_WAIT if args.follow else 0.0)
+                    if recs:
+                        with SIGNALS.deferred():  # printed means committed
+                            emit(recs)
+                            c.commit()
+                    elif not args.follow:
+                        break
+            return
+        # No group: read without leaving a trace in the catalog.
+        pos = t.start_offset if pos is None else pos
+        while left is None or left > 0:
+            end = t.end_offset
+            if pos >= end:
+                if not args.follow:
                     break
-                for r in batch:
-                    out.write(fmt(r) + "\n")
-                out.flush()
-                if left is not None:
-                    left -= len(batch)
-                if args.group:
-                    c.commit()
-        finally:
-            c.close()
-            if not args.group:
-                log.delete_group(c.group)
-        _ = t
+                time.sleep(FOLLOW_WAIT)
+                continue
+            recs = list(t.read(pos, min(end - pos, CHUNK, left or CHUNK)))
+            emit(recs)
+            pos = recs[-1].offset + 1
 
 
 def cmd_groups(args):
     with _open(args) as log:
+        names = set(log.topics())
+        print("GROUP\tTOPIC\tPOSITION\tEND\tLAG")
         for group, positions in sorted(log.groups().items()):
             for topic, pos in sorted(positions.items()):
-                if topic in log.topics():
-                    end = log.topic(topic).end_offset
-                    print(f"{group}\t{topic}\t{pos}\t{end}\t{max(0, end - pos)}")
+                if topic in names:
+                    t = log.topic(topic)
+                    end = t.end_offset
+                    lag = max(0, end - max(pos, t.start_offset))
+                    print(f"{group}\t{topic}\t{pos}\t{end}\t{lag}")
                 else:
                     print(f"{group}\t{topic}\t{pos}\t-\t-")
 
@@ -240,28 +472,36 @@ def cmd_verify(args):
         jobs = []
         for name in names:
             t = log.topic(name)
-            segs = _inspect.segment_files(os.path.join(log.path, "topics", name))
+            cut = t.stats()["truncated_bytes"]
+            if cut:
+                print(f"NOTE {name}: opening cut {cut} bytes of a torn tail "
+                      f"after offset {t.end_offset} (the end of an "
+                      "interrupted write, or damage to the last segment)")
+            segs = _inspect.segment_files(os.path.join(log.path, "topics",
+                                                       name))
             for i, (base, path) in enumerate(segs):
                 nxt = segs[i + 1][0] if i + 1 < len(segs) else None
                 jobs.append((name, base, path, nxt, t))
-        total = sum(os.path.getsize(j[2]) for j in jobs)
-        prog = Progress(total, "verify")
-        done = 0
-        batches = records = 0
-        for name, base, path, nxt, t in jobs:
+        sizes = [os.path.getsize(j[2]) for j in jobs]
+        prog = Progress(sum(sizes), "verify")
+        done = batches = records = 0
+        for (name, base, path, nxt, t), size in zip(jobs, sizes):
+            note = f"{name} {os.path.basename(path)}"
+            prog.update(done, note)
             for item in _inspect.scan_segment(path, base, nxt):
                 if isinstance(item, _inspect.Problem):
                     bad += 1
                     end = nxt if nxt is not None else t.end_offset
-                    prog.done()
+                    prog.clear()
                     print(f"CORRUPT {name} offsets [{item.offset}, {end}) "
-                          f"{item.what} at byte {item.pos} of {item.path}")
-                else:
+                          f"{item.what} at byte {item.pos} of {item.path}",
+                          flush=True)
+                elif item.ok:
                     batches += 1
                     records += item.count
-                    prog.update(done + item.pos, f"{name}/{base}")
-            done += os.path.getsize(path)
-        prog.done()
+                    prog.update(done + item.pos + item.length, note)
+            done += size
+        prog.clear()
         print(f"verified {len(names)} topics, {len(jobs)} segments, "
               f"{batches} batches, {records} records: "
               f"{'OK' if not bad else f'{bad} corrupt range(s)'}")
@@ -272,25 +512,36 @@ def cmd_dump(args):
     with _open(args) as log:
         t = _topic(log, args.topic)
         segs = _inspect.segment_files(os.path.join(log.path, "topics", t.name))
-        prog = Progress(sum(os.path.getsize(p) for _, p in segs), "dump")
+        # With stdout on the terminal too, the listing is the progress.
+        prog = Progress(sum(os.path.getsize(p) for _, p in segs), "dump",
+                        enabled=not sys.stdout.isatty())
         done = 0
         for i, (base, path) in enumerate(segs):
             nxt = segs[i + 1][0] if i + 1 < len(segs) else None
+            size = os.path.getsize(path)
+            prog.clear()
             print(f"segment {os.path.basename(path)} base={base} "
-                  f"size={os.path.getsize(path)}")
+                  f"size={size}")
+            end_pos, end_off, problem = _inspect.SEG_HDR, base, False
             for item in _inspect.scan_segment(path, base, nxt):
+                prog.clear()
                 if isinstance(item, _inspect.Problem):
-                    print(f"  PROBLEM at byte {item.pos} (offset {item.offset}):"
-                          f" {item.what}")
+                    problem = True
+                    print(f"  PROBLEM at byte {item.pos} (offset "
+                          f"{item.offset}): {item.what}")
                 else:
                     print(f"  batch pos={item.pos} offsets={item.base_offset}.."
                           f"{item.base_offset + item.count - 1} "
                           f"count={item.count} bytes={item.length} "
                           f"ts={item.first_ts}..{item.max_ts} "
                           f"checksum={'ok' if item.ok else 'BAD'}")
-                    prog.update(done + item.pos)
-            done += os.path.getsize(path)
-        prog.done()
+                    end_pos = item.pos + item.length
+                    end_off = item.base_offset + item.count
+                    prog.update(done + end_pos, os.path.basename(path))
+            if not problem:
+                print(f"  end pos={end_pos} next_offset={end_off}")
+            done += size
+        prog.clear()
 
 
 def cmd_demo(args):
@@ -300,55 +551,86 @@ def cmd_demo(args):
 
 # ---- entry point -------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE,
+                  f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser():
-    p = argparse.ArgumentParser(
-        prog="pylog", description="Inspect and use a pylog directory.")
+    p = _Parser(
+        prog="pylog", description="Inspect and use a pylog directory.",
+        epilog="pylog demo [--dir DIR] [--seconds S] runs the "
+               "store-and-forward demo.")
     p.add_argument("dir", help="the log directory")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    sub.add_parser("topics", help="list topics with start and end offsets")
-    s = sub.add_parser("describe", help="a topic's config and counters")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
+                           parser_class=_Parser)
+
+    def cmd(name, **kw):
+        return sub.add_parser(name, prog=f"pylog DIR {name}", **kw)
+
+    cmd("topics", help="list topics with start and end offsets")
+    s = cmd("describe", help="a topic's config and counters")
     s.add_argument("topic")
-    s = sub.add_parser("produce", help="append records read from stdin")
+    s = cmd("produce", help="append records read from stdin (creates DIR "
+                            "and the topic if needed)")
     s.add_argument("topic")
     s.add_argument("--key-separator", "-K", metavar="SEP",
-                   help="lines are KEY<SEP>VALUE")
+                   help=r"lines are KEY<SEP>VALUE (escapes such as \t work)")
     s.add_argument("--framing", choices=["lines", "length"], default="lines",
                    help="lines (default) or 4-byte big-endian length prefixes")
-    s.add_argument("--batch", type=int, default=1000,
-                   help="records per atomic batch (default 1000)")
+    s.add_argument("--batch", type=_positive, default=1000,
+                   help="most records per atomic batch (default 1000)")
     s.add_argument("--sync", choices=["none", "interval", "always"],
                    default="interval")
-    s = sub.add_parser("consume", help="print records")
+    s = cmd("consume", help="print records")
     s.add_argument("topic")
-    s.add_argument("--group", "-G", help="read and commit as this group")
+    s.add_argument("--group", "-G",
+                   help="read from and commit to this consumer group")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--from-beginning", action="store_true")
-    g.add_argument("--offset", type=int, metavar="N")
+    g.add_argument("--offset", "-o", type=int, metavar="N",
+                   help="start at offset N (negative: N before the end)")
     g.add_argument("--since", type=_time_arg, metavar="TIME",
                    help="ms since epoch, ISO time, or an age like 15m")
     s.add_argument("--follow", "-f", action="store_true",
-                   help="wait for new records (Ctrl-C stops)")
+                   help="at the end, wait for new records (Ctrl-C stops)")
     s.add_argument("--format", default="value",
-                   help="value (default), json, or a template such as "
-                        "'{offset} {timestamp} {key} {value}'")
-    s.add_argument("--count", "-c", type=int, metavar="N",
+                   help=r"value (default), json, or a template such as "
+                        r"'{offset} {timestamp} {key} {value}' (fields: "
+                        r"topic offset timestamp key value headers; "
+                        r"escapes such as \t work)")
+    s.add_argument("--count", "-c", type=_positive, metavar="N",
                    help="stop after N records")
-    sub.add_parser("groups", help="consumer groups: position, end and lag")
-    sub.add_parser("verify", help="check every checksum; exit 3 on corruption")
-    s = sub.add_parser("dump", help="list a topic's segments and batches")
+    cmd("groups", help="consumer groups: position, end and lag")
+    cmd("verify", help="check every checksum; exit 3 on corruption")
+    s = cmd("dump", help="list a topic's segments and batches")
     s.add_argument("topic")
     return p
 
 
+def _seconds(s):
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {s}")
+    return v
+
+
 def _demo_parser():
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="pylog demo",
         description="The store-and-forward loop end to end, with a crash.")
     p.add_argument("--dir", default=os.path.join(os.getcwd(), "pylog-demo"),
                    help="where to keep the demo log (default ./pylog-demo)")
-    p.add_argument("--seconds", type=float, default=6.0,
-                   help="how long the producer runs in all")
+    p.add_argument("--seconds", type=_seconds, default=6.0,
+                   help="how long the producer runs in all (default 6)")
     p.add_argument("--child", choices=["run"], help=argparse.SUPPRESS)
+    p.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     return p
 
 
@@ -357,21 +639,40 @@ COMMANDS = {"topics": cmd_topics, "describe": cmd_describe,
             "groups": cmd_groups, "verify": cmd_verify, "dump": cmd_dump}
 
 
+def _message(exc):
+    if isinstance(exc, E.PylogError) and isinstance(exc, OSError):
+        return exc.strerror or str(exc)  # no "[Errno 11]" prefix
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    if isinstance(exc, (E.PylogError, UsageError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "demo":
+    if argv[:1] == ["demo"] and (len(argv) == 1 or argv[1].startswith("-")):
         args = _demo_parser().parse_args(argv[1:])
         fn = cmd_demo
-    else:
+    else:  # (a log directory called "demo" still works: pylog demo topics)
         args = _parser().parse_args(argv)
         fn = COMMANDS[args.cmd]
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, SIGNALS.handler)
+    signal.signal(signal.SIGTERM, SIGNALS.handler)
     try:
         return fn(args) or 0
     except KeyboardInterrupt:
-        return 130
-    except (E.PylogError, OSError, ValueError, TypeError) as exc:
+        return EXIT_INT
+    except Terminated:
+        return EXIT_TERM
+    except UsageError as exc:
         print(f"pylog: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 -- one line, never a traceback
+        if os.environ.get("PYLOG_DEBUG"):
+            raise
+        print(f"pylog: error: {_message(exc)}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -84,12 +84,14 @@ def _scan(buf, size, path, base, next_base):
         if size - pos < BATCH_HDR:
             if any(buf[pos:size]):
                 yield Problem(path, pos, expect, "truncated batch header")
+                return
             break
         csum, length, count, boff, first_ts, max_ts, flags, res = \
             _BATCH.unpack_from(buf, pos)
         if length == 0:
             if any(buf[pos:pos + BATCH_HDR]):
                 yield Problem(path, pos, expect, "invalid batch header")
+                return
             break
         if (length < BATCH_HDR + REC_HDR or pos + length > size or count == 0
                 or count > (length - BATCH_HDR) // REC_HDR
