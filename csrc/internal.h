@@ -135,11 +135,11 @@ int pl_batch_checksum_ok(const uint8_t *data, const pl_batch *b);
 void pl_seg_header_write(uint8_t *hdr, int64_t base);
 int pl_seg_header_check(const uint8_t *hdr, int64_t base);
 char *pl_seg_path(const char *dir, int64_t base, const char *ext);
-/* Add the index entries due for batch b, whose bytes are at data + b->pos
+/* Add the index entries due for batch b, whose bytes are at `batch`
  * (caller holds the writer lock): one at the batch if interval bytes have
  * passed since the last entry, and, in a batch longer than interval, one
  * at each record that starts interval bytes after the last entry. */
-void pl_seg_index_add(pl_segment *s, const uint8_t *data, const pl_batch *b,
+void pl_seg_index_add(pl_segment *s, const uint8_t *batch, const pl_batch *b,
                       int64_t interval);
 int pl_seg_index_alloc(pl_segment *s, int64_t cap_bytes, int64_t interval);
 /* Scan batches from the header on; fills index, end, max_ts; returns the
@@ -202,6 +202,8 @@ struct pl_topic {
     _Atomic int64_t floor;      /* consumers' lowest committed offset */
     _Atomic int64_t disk_bytes; /* every segment and index file */
     pl_counters n;
+    uint8_t *scratch;   /* large batches are built here (topic.c); wlock */
+    int64_t scratch_cap;
 };
 
 /* ---- topic internals shared by topic.c, retention.c, notify.c ---------- */

@@ -136,7 +136,7 @@ static void index_push(pl_segment *s, int64_t rel, int64_t pos,
     s->last_idx_pos = pos;
 }
 
-void pl_seg_index_add(pl_segment *s, const uint8_t *data, const pl_batch *b,
+void pl_seg_index_add(pl_segment *s, const uint8_t *batch, const pl_batch *b,
                       int64_t interval) {
     if (s->last_idx_pos < 0 || b->pos - s->last_idx_pos >= interval)
         index_push(s, b->base - s->base, b->pos, b->pos);
@@ -145,7 +145,7 @@ void pl_seg_index_add(pl_segment *s, const uint8_t *data, const pl_batch *b,
         for (int64_t i = 0; i < b->count; i++) {
             if (p - s->last_idx_pos >= interval)
                 index_push(s, b->base + i - s->base, p, b->pos);
-            const uint8_t *r = data + p;
+            const uint8_t *r = batch + (p - b->pos);
             int32_t kl = (int32_t)get32(r + 8);
             p += PL_REC_HDR + (kl > 0 ? kl : 0) + get32(r + 12) +
                  get32(r + 16);
@@ -168,7 +168,7 @@ int pl_seg_scan(pl_segment *s, const uint8_t *data, int64_t limit,
             garbage = 1;
             break;
         }
-        pl_seg_index_add(s, data, &b, interval);
+        pl_seg_index_add(s, data + b.pos, &b, interval);
         expect += b.count;
         pos += b.len;
     }
