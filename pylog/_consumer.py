@@ -53,6 +53,10 @@ class Consumer:
         for t in self._topics:
             initial = t.start_offset if start == "earliest" else t.end_offset
             self._pos[t.name] = log._groups.register(group, t.name, initial)
+        # A new group lowers the topic's floor (retain_until_consumed):
+        # tell the core now, not at the next commit, or a roll meanwhile
+        # deletes what this group has not read.
+        log._on_commit(self._pos)
         self._to_commit = None
         self._rr = 0
         self._closed = False
@@ -114,14 +118,28 @@ class Consumer:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             seen = self._notifier.seq()
-            with self._mu:
-                recs = self._collect(max_records, max_bytes)
+            # Closed by another thread while this one waited: return [],
+            # without reading (the log and its topics may be closing too).
+            if self._closed:
+                return []
+            try:
+                with self._mu:
+                    recs = self._collect(max_records, max_bytes)
+            except E.ClosedError:
+                if self._closed:
+                    return []
+                # Log.topic() with new options closes and reopens the topic
+                # under the log's lock (its appends wake this poll): wait
+                # for that, then read again. A topic closed for good (log
+                # closed, topic deleted) raises.
+                with self._log._mu:
+                    if self._log.closed or any(t.closed for t in self._topics):
+                        raise
+                continue
             if recs:
                 if self.auto_commit:
                     self._to_commit = dict(self._pos)
                 return recs
-            if self._closed:
-                return []
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return []
@@ -133,7 +151,10 @@ class Consumer:
         n = len(self._topics)
         for k in range(n):
             t = self._topics[(self._rr + k) % n]
-            pos = self._check_gap(t, self._pos[t.name])
+            pos = self._pos[t.name]
+            if out and self.on_gap == "raise" and pos < t.start_offset:
+                break  # return what was read; the next poll raises
+            pos = self._check_gap(t, pos)
             while budget > 0 and (bytes_left is None or bytes_left > 0):
                 try:
                     recs = t._fetch(pos, min(budget, READ_CHUNK),
@@ -141,6 +162,9 @@ class Consumer:
                 except E.OffsetOutOfRangeError:
                     if pos >= t.start_offset:
                         raise
+                    if out and self.on_gap == "raise":
+                        budget = 0  # keep what was read; the next poll raises
+                        break
                     pos = self._check_gap(t, pos)  # retention moved on
                     continue
                 if not recs:
@@ -194,8 +218,16 @@ class Consumer:
                     raise E.OffsetOutOfRangeError(
                         f"cannot commit offset {v} for topic {k!r}: outside "
                         f"[0, {self._by_name[k].end_offset}]")
-        self._log._groups.commit(self.group, offsets)
-        self._log._on_commit(offsets)
+        # Under the log's lock, so that Log.topic() reopening a topic with
+        # new options is not mistaken for a deleted topic; a deleted topic
+        # raises ClosedError instead of storing a position delete_topic
+        # removed (a topic re-created under that name would inherit it).
+        with self._log._mu:
+            self._log._check_open()
+            for name in offsets:
+                self._by_name[name]._check_open()
+            self._log._groups.commit(self.group, offsets)
+            self._log._on_commit(offsets)
 
     def committed(self, topic):
         """The group's stored position for topic."""

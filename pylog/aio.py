@@ -14,6 +14,8 @@ Reading itself is a short non-blocking call into the C core.
 """
 import asyncio
 
+from ._errors import ClosedError
+
 __all__ = ["AsyncConsumer"]
 
 
@@ -31,10 +33,16 @@ class AsyncConsumer:
         n = c._notifier
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        c._check_open()  # a poll of a closed consumer raises, as in Consumer
         while True:
             seen = n.seq()
-            recs = c.poll(max_records, max_bytes, 0.0)
-            if recs or c._closed:
+            try:
+                recs = c.poll(max_records, max_bytes, 0.0)
+            except ClosedError:
+                if c._closed:  # closed (maybe by another thread) while
+                    return []  # this coroutine waited: no records
+                raise
+            if recs:
                 return recs
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
