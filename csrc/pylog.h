@@ -111,6 +111,11 @@ int64_t pl_topic_append(pl_topic *t, const uint8_t *key, int64_t klen,
                         const uint8_t *val, int64_t vlen,
                         const uint8_t *hdr, int64_t hlen, int64_t ts);
 
+/* pl_topic_append_value: pl_topic_append of a value alone (no key, no
+ * headers, the current time). Three arguments instead of eight: the cffi
+ * call converts fewer, which is most of an append's cost from Python. */
+int64_t pl_topic_append_value(pl_topic *t, const uint8_t *val, int64_t vlen);
+
 /*
  * pl_topic_append_batch: append n >= 1 records atomically (one batch).
  * vals is the concatenation of the values, vlens their lengths. keys/klens

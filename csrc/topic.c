@@ -1027,6 +1027,10 @@ int64_t pl_topic_append(pl_topic *t, const uint8_t *key, int64_t klen,
     return finish_append(t, publish(t, h, len, 1, ts, ts));
 }
 
+int64_t pl_topic_append_value(pl_topic *t, const uint8_t *val, int64_t vlen) {
+    return pl_topic_append(t, NULL, -1, val, vlen, NULL, 0, PL_TS_NOW);
+}
+
 int64_t pl_topic_append_batch(pl_topic *t, int64_t n, const uint8_t *vals,
                               const int64_t *vlens, const uint8_t *keys,
                               const int64_t *klens, const uint8_t *hdrs,

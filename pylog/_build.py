@@ -69,6 +69,7 @@ int64_t pl_topic_truncated_bytes(pl_topic *t);
 int64_t pl_topic_append(pl_topic *t, const uint8_t *key, int64_t klen,
                         const uint8_t *val, int64_t vlen,
                         const uint8_t *hdr, int64_t hlen, int64_t ts);
+int64_t pl_topic_append_value(pl_topic *t, const uint8_t *val, int64_t vlen);
 int64_t pl_topic_append_batch(pl_topic *t, int64_t n, const uint8_t *vals,
                               const int64_t *vlens, const uint8_t *keys,
                               const int64_t *klens, const uint8_t *hdrs,

@@ -11,6 +11,7 @@ from . import _binding as B
 from . import _errors as E
 
 ffi, lib = B.ffi, B.lib
+_append_value = lib.pl_topic_append_value
 
 READ_CHUNK = 500       # records decoded per C call by read()
 ZERO_COPY_MIN = 1024   # values this large come back as views into the map
@@ -181,8 +182,7 @@ class Topic:
         if type(value) is not bytes:
             value = to_bytes(value, "value")
         if key is None and headers is None and timestamp is None:
-            off = lib.pl_topic_append(self._h, B.NULL, -1, value, len(value),
-                                      B.NULL, 0, B.TS_NOW)
+            off = _append_value(self._h, value, len(value))
         else:
             if key is not None:
                 key = to_bytes(key, "key")
