@@ -14,6 +14,7 @@ ffi, lib = B.ffi, B.lib
 _append_value = lib.pl_topic_append_value
 
 READ_CHUNK = 500       # records decoded per C call by read()
+PINS = 8               # segment maps a topic keeps pinned for reads
 ZERO_COPY_MIN = 1024   # values this large come back as views into the map
 _H_KEY = struct.Struct("<H")
 _H_VAL = struct.Struct("<i")
@@ -156,6 +157,8 @@ class Topic:
         self.config = dict(config)
         self._tls = threading.local()
         self._pin = (B.NULL, None)  # (pl_map *, memoryview) last map read
+        self._pins = {}  # address -> (pl_map *, memoryview), recent maps
+        self._pins_mu = threading.Lock()  # for changes; lookups go without
         self._closed = False
         self._watchers = set()  # Notifiers of consumers reading this topic
 
@@ -271,9 +274,36 @@ class Topic:
             return []
         m = mapp[0]
         if m != known:
-            view = B.pin(m)
-            self._pin = (m, view)
+            view = self._view_for(m)
         return self._decode(ffi.unpack(meta, B.META * n), n, view)
+
+    def _view_for(self, m):
+        """The pinned view of map m, which the core handed over with a new
+        reference. Random reads across segments would otherwise pin and
+        unpin a map per read; a few recent maps stay pinned instead."""
+        addr = int(ffi.cast("uintptr_t", m))
+        hit = self._pins.get(addr)
+        if hit is not None:
+            lib.pl_map_unref(m)  # the cached view holds a reference already
+        else:
+            self._purge_pins()
+            hit = (m, B.pin(m))
+            with self._pins_mu:
+                self._pins[addr] = hit
+                while len(self._pins) > PINS:
+                    del self._pins[next(iter(self._pins))]
+        self._pin = hit
+        return hit[1]
+
+    def _purge_pins(self):
+        """Let go of maps of deleted segments: a deleted file keeps its disk
+        space while mapped."""
+        with self._pins_mu:
+            for addr, (m, _) in list(self._pins.items()):
+                if lib.pl_map_dead(m):
+                    del self._pins[addr]
+                    if self._pin[0] == m:
+                        self._pin = (B.NULL, None)
 
     def _decode(self, v, n, view):
         topic = self.name
@@ -321,8 +351,7 @@ class Topic:
                 f"(end_offset is {self.end_offset})")
         m = mapp[0]
         if m != known:
-            view = B.pin(m)
-            self._pin = (m, view)
+            view = self._view_for(m)
         o, ts, kp, kl, vp, vl, hp, hl = ffi.unpack(meta, B.META)
         value = view[vp:vp + vl]
         return Record(o, ts, None if kl < 0 else view[kp:kp + kl].tobytes(),
@@ -412,14 +441,14 @@ class Topic:
         """Delete what retention allows now (it also runs at every segment
         roll, at every commit and at open); return segments deleted."""
         self._check_open()
-        return B.check(lib.pl_topic_apply_retention(self._h),
-                       f"topic {self.name!r}")
+        n = B.check(lib.pl_topic_apply_retention(self._h),
+                    f"topic {self.name!r}")
+        self._purge_pins()
+        return n
 
     def _set_floor(self, floor):
         B.check(lib.pl_topic_set_floor(self._h, floor), f"topic {self.name!r}")
-        known, _ = self._pin
-        if known != B.NULL and lib.pl_map_dead(known):
-            self._pin = (B.NULL, None)  # let a deleted segment's map go
+        self._purge_pins()
 
     def _watch(self, n):
         n.watch(self._h)
@@ -442,4 +471,5 @@ class Topic:
         self._closed = True
         rc = lib.pl_topic_close(self._h)
         self._pin = (B.NULL, None)
+        self._pins.clear()
         return rc
