@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "pylog.h"
 
@@ -37,6 +38,17 @@ static inline uint64_t get64(const uint8_t *p) {
     uint64_t v;
     memcpy(&v, p, 8);
     return v;
+}
+
+/* The absolute time ms milliseconds from now on clock clk (for the
+ * pthread timed waits). */
+static inline struct timespec pl_deadline(clockid_t clk, int64_t ms) {
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    int64_t ns = ts.tv_nsec + (ms % 1000) * 1000000;
+    ts.tv_sec += ms / 1000 + ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    return ts;
 }
 
 /* ---- errors (err.c) ---------------------------------------------------- */

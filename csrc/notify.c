@@ -81,13 +81,8 @@ static void notify_signal(pl_notify *n) {
 uint64_t pl_notify_seq(pl_notify *n) { return atomic_load(&n->seq); }
 
 int pl_notify_wait(pl_notify *n, uint64_t seen, int64_t timeout_ms) {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    if (timeout_ms >= 0) {
-        int64_t ns = dl.tv_nsec + (timeout_ms % 1000) * 1000000;
-        dl.tv_sec += timeout_ms / 1000 + ns / 1000000000;
-        dl.tv_nsec = ns % 1000000000;
-    }
+    struct timespec dl = pl_deadline(CLOCK_MONOTONIC,
+                                     timeout_ms >= 0 ? timeout_ms : 0);
     int rc = 0;
     pthread_mutex_lock(&n->mu);
     atomic_fetch_add(&n->waiters, 1);

@@ -110,11 +110,7 @@ int pl_retention_apply_locked(pl_topic *t) {
 int pl_retention_make_room(pl_topic *t, int64_t extra, int64_t nrecords) {
     if (t->cfg.max_bytes <= 0) return 0;
     int waited = 0;
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    int64_t ns = dl.tv_nsec + (t->cfg.full_timeout_ms % 1000) * 1000000;
-    dl.tv_sec += t->cfg.full_timeout_ms / 1000 + ns / 1000000000;
-    dl.tv_nsec = ns % 1000000000;
+    struct timespec dl = pl_deadline(CLOCK_MONOTONIC, t->cfg.full_timeout_ms);
     for (;;) {
         if (atomic_load(&t->closed))
             return pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);

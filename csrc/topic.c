@@ -456,11 +456,8 @@ static void *syncer_main(void *arg) {
     pl_topic *t = arg;
     pthread_mutex_lock(&t->sync_mu);
     while (!t->stop_syncer) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + (t->cfg.sync_interval_ms % 1000) * 1000000;
-        ts.tv_sec += t->cfg.sync_interval_ms / 1000 + ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
+        struct timespec ts = pl_deadline(CLOCK_REALTIME,
+                                         t->cfg.sync_interval_ms);
         pthread_cond_timedwait(&t->stop_cv, &t->sync_mu, &ts);
         if (t->stop_syncer) break;
         int64_t end = atomic_load(&t->end_offset);
@@ -1337,13 +1334,8 @@ int64_t pl_topic_durable_offset(pl_topic *t) {
 }
 
 int pl_topic_wait(pl_topic *t, int64_t offset, int64_t timeout_ms) {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    if (timeout_ms >= 0) {
-        int64_t ns = dl.tv_nsec + (timeout_ms % 1000) * 1000000;
-        dl.tv_sec += timeout_ms / 1000 + ns / 1000000000;
-        dl.tv_nsec = ns % 1000000000;
-    }
+    struct timespec dl = pl_deadline(CLOCK_MONOTONIC,
+                                     timeout_ms >= 0 ? timeout_ms : 0);
     int rc = 0;
     pthread_mutex_lock(&t->wait_mu);
     atomic_fetch_add(&t->nwaiters, 1); /* seq_cst, pairs with publish() */
