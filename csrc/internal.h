@@ -199,11 +199,6 @@ struct pl_topic {
     pthread_t syncer;
     int has_syncer, stop_syncer;
     pthread_cond_t stop_cv;
-    /* waiters (pl_topic_wait) */
-    pthread_mutex_t wait_mu;
-    pthread_cond_t wait_cv;
-    atomic_int nwaiters;
-    int64_t wake_gen;
     /* notifiers watching this topic (notify.c) */
     pthread_mutex_t watch_mu;
     struct pl_notify **watchers;

@@ -166,19 +166,8 @@ int64_t pl_topic_durable_offset(pl_topic *t);
 /* Make every appended record durable (fdatasync of each dirty segment). */
 int pl_topic_flush(pl_topic *t);
 
-/*
- * pl_topic_wait: block until end_offset > offset, the topic closes, or
- * timeout_ms passes (< 0: no limit). Returns 1 if data is there, 0 on
- * timeout, -PL_ECLOSED if the topic closed (or pl_topic_wake was called).
- */
-int pl_topic_wait(pl_topic *t, int64_t offset, int64_t timeout_ms);
-
-/* Wake every thread in pl_topic_wait on this topic. */
-void pl_topic_wake(pl_topic *t);
-
-/* Number of segment files, bytes on disk (segments and index files). */
+/* Number of segment files (bytes on disk: pl_topic_stats). */
 int64_t pl_topic_segment_count(pl_topic *t);
-int64_t pl_topic_disk_bytes(pl_topic *t);
 
 /* Counters since open, and the state that goes with them. */
 typedef struct pl_stats {

@@ -31,7 +31,8 @@
  *
  * Locks, always taken in this order: wlock (one writer), slock (segment
  * list; readers share it), load_mu (lazy load of a sealed segment),
- * sync_mu (group commit), wait_mu (readers blocked in pl_topic_wait).
+ * sync_mu (group commit). watch_mu (notify.c) is taken without these,
+ * and only a notifier's own lock inside it.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -491,8 +492,6 @@ int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out) {
     pthread_mutex_init(&t->sync_mu, NULL);
     pthread_cond_init(&t->sync_cv, NULL);
     pthread_cond_init(&t->stop_cv, NULL);
-    pthread_mutex_init(&t->wait_mu, NULL);
-    pthread_cond_init(&t->wait_cv, NULL);
     pthread_mutex_init(&t->watch_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -601,8 +600,7 @@ int pl_topic_close(pl_topic *t) {
     pthread_rwlock_unlock(&t->slock);
     pthread_cond_broadcast(&t->room_cv);
     pthread_mutex_unlock(&t->wlock);
-    pl_notify_detach_all(t);
-    pl_topic_wake(t);
+    pl_notify_detach_all(t); /* wakes consumers waiting on this topic */
     pthread_mutex_lock(&t->sync_mu);
     pthread_cond_broadcast(&t->sync_cv);
     pthread_mutex_unlock(&t->sync_mu);
@@ -611,14 +609,7 @@ int pl_topic_close(pl_topic *t) {
 
 void pl_topic_free(pl_topic *t) {
     if (!t) return;
-    if (t->dir) {
-        pl_topic_close(t);
-        /* Threads still inside pl_topic_wait leave once woken. */
-        while (atomic_load(&t->nwaiters) > 0) {
-            pl_topic_wake(t);
-            sched_yield();
-        }
-    }
+    if (t->dir) pl_topic_close(t);
     for (int64_t i = 0; i < t->nsegs; i++) pl_seg_free(t->segs[i]);
     free(t->segs);
     pthread_mutex_destroy(&t->wlock);
@@ -627,8 +618,6 @@ void pl_topic_free(pl_topic *t) {
     pthread_mutex_destroy(&t->sync_mu);
     pthread_cond_destroy(&t->sync_cv);
     pthread_cond_destroy(&t->stop_cv);
-    pthread_mutex_destroy(&t->wait_mu);
-    pthread_cond_destroy(&t->wait_cv);
     pthread_mutex_destroy(&t->watch_mu);
     pthread_cond_destroy(&t->room_cv);
     free(t->watchers);
@@ -963,24 +952,15 @@ static int64_t publish(pl_topic *t, uint8_t *h, int64_t len, int64_t count,
     s->end = base + count;
     count_add(&t->n.appended_records, count);
     count_add(&t->n.appended_bytes, len);
-    /* seq_cst: pairs with the waiter counts (pl_topic_wait, notify.c) */
+    /* seq_cst: pairs with the watcher count (notify.c) */
     atomic_store(&t->end_offset, base + count);
     return base;
-}
-
-static void wake_waiters(pl_topic *t) {
-    if (atomic_load(&t->nwaiters) > 0) {
-        pthread_mutex_lock(&t->wait_mu);
-        pthread_cond_broadcast(&t->wait_cv);
-        pthread_mutex_unlock(&t->wait_mu);
-    }
 }
 
 static int64_t finish_append(pl_topic *t, int64_t first) {
     int64_t end = atomic_load(&t->end_offset);
     pthread_mutex_unlock(&t->wlock);
     if (first < 0) return first;
-    wake_waiters(t);
     pl_notify_topic(t);
     if (t->cfg.sync_mode == PL_SYNC_ALWAYS) {
         int rc = sync_to(t, end);
@@ -1333,55 +1313,11 @@ int64_t pl_topic_durable_offset(pl_topic *t) {
     return d > s ? d : s; /* retention may have moved start past it */
 }
 
-int pl_topic_wait(pl_topic *t, int64_t offset, int64_t timeout_ms) {
-    struct timespec dl = pl_deadline(CLOCK_MONOTONIC,
-                                     timeout_ms >= 0 ? timeout_ms : 0);
-    int rc = 0;
-    pthread_mutex_lock(&t->wait_mu);
-    atomic_fetch_add(&t->nwaiters, 1); /* seq_cst, pairs with publish() */
-    int64_t gen = t->wake_gen;
-    for (;;) {
-        if (atomic_load(&t->end_offset) > offset) {
-            rc = 1;
-            break;
-        }
-        if (atomic_load(&t->closed) || t->wake_gen != gen) {
-            rc = -PL_ECLOSED;
-            pl_err(PL_ECLOSED, 0, "wait on %s was interrupted", t->dir);
-            break;
-        }
-        if (timeout_ms < 0) {
-            pthread_cond_wait(&t->wait_cv, &t->wait_mu);
-        } else if (pthread_cond_clockwait(&t->wait_cv, &t->wait_mu,
-                                          CLOCK_MONOTONIC, &dl) == ETIMEDOUT) {
-            rc = atomic_load(&t->end_offset) > offset;
-            break;
-        }
-    }
-    atomic_fetch_sub(&t->nwaiters, 1);
-    pthread_mutex_unlock(&t->wait_mu);
-    return rc;
-}
-
-void pl_topic_wake(pl_topic *t) {
-    pthread_mutex_lock(&t->wait_mu);
-    t->wake_gen++;
-    pthread_cond_broadcast(&t->wait_cv);
-    pthread_mutex_unlock(&t->wait_mu);
-}
-
 int64_t pl_topic_segment_count(pl_topic *t) {
     pthread_rwlock_rdlock(&t->slock);
     int64_t n = t->nsegs;
     pthread_rwlock_unlock(&t->slock);
     return n;
-}
-
-/* Bytes of the topic's segment and index files. */
-int64_t pl_topic_disk_bytes(pl_topic *t) {
-    pl_stats st;
-    int rc = pl_topic_stats(t, &st);
-    return rc < 0 ? rc : st.bytes_on_disk;
 }
 
 int pl_seg_ensure_loaded(pl_topic *t, int64_t i) {
