@@ -2,6 +2,7 @@
 (csrc/segment.c), computed independently of the C core."""
 import os
 import struct
+import threading
 import time
 
 import xxhash
@@ -73,3 +74,28 @@ def tree(path):
         rel = os.path.relpath(root, path)
         out.update(os.path.join(rel, x) for x in dirs + files)
     return out
+
+
+class Threads:
+    """Run functions in threads; re-raise the first exception in join()."""
+
+    def __init__(self):
+        self.threads, self.errors = [], []
+
+    def start(self, fn, *args):
+        def run():
+            try:
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - raised in join
+                self.errors.append(exc)
+        th = threading.Thread(target=run, daemon=True)
+        th.start()
+        self.threads.append(th)
+        return th
+
+    def join(self, threads=None, timeout=60):
+        for th in threads or self.threads:
+            th.join(timeout)
+            assert not th.is_alive(), "a thread hangs"
+        if self.errors:
+            raise self.errors[0]

@@ -37,7 +37,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
                                  rule, run_state_machine_as_test)
 
 import pylog
-from conftest import segment_files
+from conftest import Threads, segment_files
 
 
 def val(i, size=20):
@@ -55,31 +55,6 @@ def fill(t, n, size=20):
 
 def offsets(recs):
     return [r.offset for r in recs]
-
-
-class Threads:
-    """Run functions in threads; re-raise the first exception in join()."""
-
-    def __init__(self):
-        self.threads, self.errors = [], []
-
-    def start(self, fn, *args):
-        def run():
-            try:
-                fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - raised in join
-                self.errors.append(exc)
-        th = threading.Thread(target=run, daemon=True)
-        th.start()
-        self.threads.append(th)
-        return th
-
-    def join(self, timeout=60):
-        for th in self.threads:
-            th.join(timeout)
-            assert not th.is_alive(), "a thread hangs"
-        if self.errors:
-            raise self.errors[0]
 
 
 # ---- basics -----------------------------------------------------------------
@@ -518,7 +493,7 @@ def test_closing_a_consumer_wakes_its_own_poll_only(tmp_path):
         time.sleep(0.2)
         assert a.is_alive() and b.is_alive()
         mine.close()
-        a.join(10)
+        a.join(timeout=10)
         assert not a.is_alive(), "close did not wake its own poll"
         assert res["mine"] == []
         time.sleep(0.2)
@@ -542,7 +517,7 @@ def test_log_close_wakes_a_blocked_poll_without_an_error(tmp_path):
     th.start(lambda: res.setdefault("r", c.poll(timeout=30)))
     time.sleep(0.2)
     log.close()
-    th.join(10)
+    th.join(timeout=10)
     assert res["r"] == []
 
 
@@ -560,7 +535,7 @@ def test_reconfiguring_a_topic_does_not_break_a_blocked_poll(tmp_path):
             time.sleep(0.02)
             log.topic("t", retention_ms=1000 + i)  # closes and reopens
             t.append(val(i))
-            th.join(10)
+            th.join(timeout=10)
             assert offsets(res["r"]) == [i]
         # deleting the topic is for good: the poll raises
         th = Threads()
@@ -568,7 +543,7 @@ def test_reconfiguring_a_topic_does_not_break_a_blocked_poll(tmp_path):
         time.sleep(0.05)
         log.delete_topic("t")
         with pytest.raises(pylog.ClosedError):
-            th.join(10)
+            th.join(timeout=10)
 
 
 def test_poll_with_no_timeout_waits_for_a_record(tmp_path):
@@ -581,7 +556,7 @@ def test_poll_with_no_timeout_waits_for_a_record(tmp_path):
         time.sleep(0.1)
         assert "r" not in res
         t.append_batch([b"a", b"b"])
-        th.join(10)
+        th.join(timeout=10)
         assert offsets(res["r"]) == [0, 1]
 
 
@@ -602,7 +577,7 @@ def test_iterating_a_consumer_yields_until_closed(tmp_path):
         for i in range(5):
             t.append(val(i))
             time.sleep(0.01)
-        th.join(10)
+        th.join(timeout=10)
         assert got == [0, 1, 2, 3, 4]
 
 

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 import pylog
-from conftest import segment_files
+from conftest import Threads, segment_files
 
 WRITERS = 8
 
@@ -35,31 +35,6 @@ def check_self_consistent(rec):
     assert (rec.key, value) == make(w, seq), (
         f"offset {rec.offset}: torn or wrong record")
     return w, seq
-
-
-class Threads:
-    """Run functions in threads; re-raise the first exception in join()."""
-
-    def __init__(self):
-        self.threads, self.errors = [], []
-
-    def start(self, fn, *args):
-        def run():
-            try:
-                fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - reported in join
-                self.errors.append(exc)
-        th = threading.Thread(target=run)
-        th.start()
-        self.threads.append(th)
-        return th
-
-    def join(self, threads=None, timeout=120):
-        for th in threads or self.threads:
-            th.join(timeout)
-            assert not th.is_alive(), "a thread hangs"
-        if self.errors:
-            raise self.errors[0]
 
 
 def writer(t, w, ops, seed, out):
@@ -145,10 +120,10 @@ def test_concurrent_writers_and_readers(tmp_path, segment_bytes):
         writers = [ths.start(writer, t, w, 1500, w, outs[w])
                    for w in range(WRITERS)]
         try:
-            ths.join(writers)
+            ths.join(writers, timeout=120)
         finally:
             stop.set()
-            ths.join()
+            ths.join(timeout=120)
         truth = check_writes(t, outs)
         assert t.end_offset > WRITERS * 1500
         # What readers saw while the writers ran is what is there now.
@@ -182,7 +157,7 @@ def test_concurrent_writers_sync_always_group_commit(tmp_path):
 
         for w in range(WRITERS):
             ths.start(always_writer, w)
-        ths.join()
+        ths.join(timeout=120)
         assert all(durable_ok) and len(durable_ok) == WRITERS
         check_writes(t, outs)
         assert t.durable_offset == t.end_offset
