@@ -22,6 +22,7 @@ __all__ = ["AsyncConsumer"]
 class AsyncConsumer:
     def __init__(self, consumer):
         self.consumer = consumer
+        self._buf = []  # records polled, not yet yielded (reversed)
 
     def __getattr__(self, name):  # commit, seek, position, lag, gaps, ...
         return getattr(self.consumer, name)
@@ -66,7 +67,7 @@ class AsyncConsumer:
         while True:
             if self.consumer._closed:
                 raise StopAsyncIteration
-            if not hasattr(self, "_buf") or not self._buf:
+            if not self._buf:
                 self._buf = list(reversed(await self.poll(timeout=1.0)))
                 continue
             return self._buf.pop()
