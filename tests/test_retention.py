@@ -17,9 +17,8 @@ import time
 import pytest
 
 import pylog
-from conftest import now_ms, segment_base, segment_files, topic_dir
-from test_consumer import (Threads, dir_bytes, fill, offsets,
-                           run_crash_cycles, val)
+from conftest import Threads, now_ms, segment_base, segment_files, topic_dir
+from test_consumer import dir_bytes, fill, offsets, run_crash_cycles, val
 
 SEG = 4096
 # the smallest cap validate_config accepts is two segments with their
@@ -226,7 +225,7 @@ def test_a_blocked_append_resumes_after_a_commit_and_loses_nothing(tmp_path):
         assert blocked.is_alive(), "the big append did not wait for room"
         small = t.append(b"small")  # fits in the active segment
         c.commit({"t": first_seg_end})  # frees the first segment
-        th.join(30)
+        th.join(timeout=30)
         big = res["big"]
         assert big == small + 1
         assert bytes(t.get(small).value) == b"small"
@@ -432,7 +431,7 @@ def test_closing_the_log_ends_an_append_blocked_for_room(tmp_path):
     assert waiter.is_alive(), "the appends did not wait for room"
     log.close()
     with pytest.raises(pylog.ClosedError):
-        th.join(10)
+        th.join(timeout=10)
 
 
 # ---- crashes between the steps of a deletion --------------------------------
@@ -582,7 +581,7 @@ def test_readers_during_retention_never_get_wrong_data(tmp_path):
 
         for fn in (writer, getter, getter, reader, poller):
             th.start(fn, *([random.random()] if fn is getter else []))
-        th.join(120)
+        th.join(timeout=120)
         assert t.stats()["retention_dropped_records"] > N // 2
         assert stats["get"] > 100 and stats["read"] > 100, stats
         assert stats["polled"] > 100, stats
