@@ -1,5 +1,19 @@
-# The C core is compiled by cffi (out-of-line API mode); everything else is
-# declared in pyproject.toml.
-from setuptools import setup
+# Two compiled modules: the C core, compiled by cffi (out-of-line API mode),
+# and pylog._records, a small CPython extension that builds Record objects
+# and frames batches in C (csrc/pyrecords.c). Everything else is declared
+# in pyproject.toml.
+import runpy
 
-setup(cffi_modules=["pylog/_build.py:ffibuilder"])
+from setuptools import Extension, setup
+
+# The same flags (and PYLOG_SANITIZE switch) as the cffi build.
+build = runpy.run_path("pylog/_build.py")
+
+setup(
+    cffi_modules=["pylog/_build.py:ffibuilder"],
+    ext_modules=[Extension(
+        "pylog._records", ["csrc/pyrecords.c"],
+        extra_compile_args=build["cflags"],
+        extra_link_args=build["ldflags"],
+    )],
+)

@@ -1,7 +1,9 @@
-"""Topic and Record: the Python face of one append-only log.
+"""Topic: the Python face of one append-only log.
 
 Hot paths cross into C once per call: ``append`` once per record,
 ``append_batch`` once per batch, ``read`` once per up to 500 records.
+Record objects are built, and batches framed, by pylog._records (C), so
+neither a read nor an append_batch runs a Python loop per record.
 """
 import struct
 import threading
@@ -9,6 +11,7 @@ from array import array
 
 from . import _binding as B
 from . import _errors as E
+from ._records import Record, decode as _decode_records, frame as _frame
 
 ffi, lib = B.ffi, B.lib
 _append_value = lib.pl_topic_append_value
@@ -19,41 +22,6 @@ ZERO_COPY_MIN = 1024   # values this large come back as views into the map
 _H_KEY = struct.Struct("<H")
 _H_VAL = struct.Struct("<i")
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-
-
-class Record:
-    """One record. ``value`` is bytes, or for values of ZERO_COPY_MIN bytes
-    and more a read-only memoryview into the mapped segment (valid for as
-    long as it lives, even after the log is closed). ``key`` is bytes or
-    None, ``headers`` a tuple of (str, bytes or None) pairs, ``timestamp``
-    int milliseconds since the Unix epoch."""
-
-    __slots__ = ("offset", "timestamp", "key", "value", "headers", "topic")
-
-    def __init__(self, offset, timestamp, key, value, headers, topic):
-        self.offset = offset
-        self.timestamp = timestamp
-        self.key = key
-        self.value = value
-        self.headers = headers
-        self.topic = topic
-
-    def __repr__(self):
-        v = bytes(self.value)
-        v = v if len(v) <= 32 else v[:32] + b"..."
-        return (f"Record(topic={self.topic!r}, offset={self.offset}, "
-                f"timestamp={self.timestamp}, key={self.key!r}, value={v!r}, "
-                f"headers={self.headers!r})")
-
-    def __eq__(self, other):
-        if not isinstance(other, Record):
-            return NotImplemented
-        return (self.offset, self.timestamp, self.key, bytes(self.value),
-                self.headers, self.topic) == (
-                    other.offset, other.timestamp, other.key,
-                    bytes(other.value), other.headers, other.topic)
-
-    __hash__ = None
 
 
 def to_bytes(v, what):
@@ -211,10 +179,11 @@ class Topic:
         n = len(vals)
         if n == 0:
             raise E.InvalidRecordError("append_batch needs at least one value")
-        if any(type(v) is not bytes for v in vals):
-            vals = [to_bytes(v, f"value {i}") for i, v in enumerate(vals)]
-        blob = b"".join(vals)
-        vlens = array("q", map(len, vals))
+        framed = _frame(vals)
+        if framed is None:  # not all bytes: convert, with clear errors
+            framed = _frame([to_bytes(v, f"value {i}")
+                             for i, v in enumerate(vals)])
+        blob, vlens = framed
         kblob = klens = hblob = hlens = tsa = B.NULL
         if keys is not None:
             keys = self._parallel(keys, n, "keys")
@@ -275,7 +244,7 @@ class Topic:
         m = mapp[0]
         if m != known:
             view = self._view_for(m)
-        return self._decode(ffi.unpack(meta, B.META * n), n, view)
+        return self._decode(meta, n, view)
 
     def _view_for(self, m):
         """The pinned view of map m, which the core handed over with a new
@@ -305,32 +274,9 @@ class Topic:
                     if self._pin[0] == m:
                         self._pin = (B.NULL, None)
 
-    def _decode(self, v, n, view):
-        topic = self.name
-        out = []
-        app = out.append
-        if max(v[5::8]) < ZERO_COPY_MIN:
-            # Small values: one copy of the whole span, then cheap slices.
-            lo = v[2]
-            blob = view[lo:v[-2] + v[-1]].tobytes()
-            for i in range(0, B.META * n, B.META):
-                o, ts, kp, kl, vp, vl, hp, hl = v[i:i + 8]
-                vp -= lo
-                app(Record(o, ts, None if kl < 0 else blob[kp - lo:kp - lo + kl],
-                           blob[vp:vp + vl],
-                           decode_headers(blob, hp - lo, hl,
-                                          f"at offset {o} of {topic!r}")
-                           if hl else (), topic))
-            return out
-        for i in range(0, B.META * n, B.META):
-            o, ts, kp, kl, vp, vl, hp, hl = v[i:i + 8]
-            val = view[vp:vp + vl]
-            app(Record(o, ts, None if kl < 0 else view[kp:kp + kl].tobytes(),
-                       val if vl >= ZERO_COPY_MIN else val.tobytes(),
-                       decode_headers(view, hp, hl,
-                                      f"at offset {o} of {topic!r}")
-                       if hl else (), topic))
-        return out
+    def _decode(self, meta, n, view):
+        return _decode_records(ffi.buffer(meta, 8 * B.META * n), n, view,
+                               self.name, ZERO_COPY_MIN, decode_headers)
 
     def get(self, offset):
         """The record at offset; OffsetOutOfRangeError if there is none."""
@@ -352,13 +298,7 @@ class Topic:
         m = mapp[0]
         if m != known:
             view = self._view_for(m)
-        o, ts, kp, kl, vp, vl, hp, hl = ffi.unpack(meta, B.META)
-        value = view[vp:vp + vl]
-        return Record(o, ts, None if kl < 0 else view[kp:kp + kl].tobytes(),
-                      value if vl >= ZERO_COPY_MIN else value.tobytes(),
-                      decode_headers(view, hp, hl,
-                                     f"at offset {o} of {self.name!r}")
-                      if hl else (), self.name)
+        return self._decode(meta, 1, view)[0]
 
     def read(self, from_offset=None, max_records=None):
         """Iterate records from from_offset (default: start_offset) up to the

@@ -361,6 +361,69 @@ def test_large_value_is_zero_copy_view_that_outlives_close(tmp_path):
     assert bytes(view[-5:]) == b"B" * 5
 
 
+def test_record_fields_are_read_only(topic):
+    topic.append(b"v", key=b"k")
+    rec = topic.get(0)
+    for field in ("offset", "timestamp", "key", "value", "headers", "topic"):
+        with pytest.raises(AttributeError):
+            setattr(rec, field, None)
+    with pytest.raises(AttributeError):
+        rec.extra = 1
+    assert (rec.offset, rec.key, rec.value, rec.topic) == (0, b"k", b"v", "t")
+
+
+def test_record_equality_repr_hash_and_pickle(tmp_path):
+    import pickle
+    with pylog.open(tmp_path / "log") as log:
+        t = log.topic("t")
+        t.append(b"L" * 2000, key=b"k", headers={"h": b"1"}, timestamp=5)
+        t.append(b"s", timestamp=6)
+        big, small = list(t.read())
+        assert isinstance(big.value, memoryview)
+        # a memoryview value equals a bytes value of the same content
+        assert big == pylog.Record(0, 5, b"k", b"L" * 2000, (("h", b"1"),),
+                                   "t")
+        assert big != pylog.Record(0, 5, b"k", b"L" * 1999, (("h", b"1"),),
+                                   "t")
+        assert small == t.get(1) and not small != t.get(1)
+        assert small != big and (small == 1) is False
+        assert repr(big) == ("Record(topic='t', offset=0, timestamp=5, "
+                             "key=b'k', value=b'" + "L" * 32 + "...', "
+                             "headers=(('h', b'1'),))")
+        with pytest.raises(TypeError):
+            hash(small)
+        assert pickle.loads(pickle.dumps(small)) == small
+        with pytest.raises(TypeError):  # a view of the map is not picklable
+            pickle.dumps(big)
+
+
+def test_record_constructor_checks_arity_and_tracks_cycles():
+    with pytest.raises(TypeError):
+        pylog.Record(0, 0, None, b"v", ())
+    r = pylog.Record(offset=1, timestamp=2, key=None, value=b"v",
+                     headers=(), topic="t")
+    assert (r.offset, r.timestamp, r.key, r.value, r.headers, r.topic) == (
+        1, 2, None, b"v", (), "t")
+    # a Record built from Python may hold a container that refers back to it
+    gc.collect()
+    box = []
+    r = pylog.Record(0, 0, None, b"v", box, "t")
+    box.append(r)
+    assert gc.is_tracked(r)
+    del box, r
+    assert gc.collect() >= 2
+
+
+def test_append_batch_mixes_bytes_and_other_bytes_likes(topic):
+    values = [b"a", bytearray(b"b"), memoryview(b"cc"), "d", b""]
+    assert topic.append_batch(values) == 0
+    assert topic.append_batch(tuple(values)) == 5
+    assert values_of(topic) == [b"a", b"b", b"cc", b"d", b""] * 2
+    with pytest.raises(pylog.InvalidRecordError, match="value 3"):
+        topic.append_batch([b"a", b"b", bytearray(b"c"), 4.5])
+    assert topic.end_offset == 10
+
+
 def test_read_max_records(topic):
     for i in range(10):
         topic.append(b"%d" % i)
