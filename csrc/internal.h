@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "pylog.h"
@@ -51,6 +52,21 @@ static inline struct timespec pl_deadline(clockid_t clk, int64_t ms) {
     return ts;
 }
 
+/* ---- XXH64 over input in pieces (xxh64.c) ------------------------------
+ * reset, update with each piece in order, digest: the result equals
+ * pl_xxh64 of the pieces joined, whatever the split. */
+typedef struct pl_xxh64_state {
+    uint64_t v[4];     /* the accumulators of the 32-byte stripes */
+    uint64_t total;    /* bytes hashed so far */
+    uint64_t seed;
+    uint8_t buf[32];   /* the part of a stripe not yet consumed */
+    uint32_t nbuf;
+} pl_xxh64_state;
+
+void pl_xxh64_reset(pl_xxh64_state *st, uint64_t seed);
+void pl_xxh64_update(pl_xxh64_state *st, const void *p, size_t n);
+uint64_t pl_xxh64_digest(const pl_xxh64_state *st);
+
 /* ---- errors (err.c) ---------------------------------------------------- */
 /* Record the calling thread's error and return -code. */
 int pl_err(int code, int errnum, const char *fmt, ...)
@@ -60,6 +76,11 @@ int pl_err(int code, int errnum, const char *fmt, ...)
 int pl_io_open(const char *path, int flags, int mode);
 int pl_io_close(int fd);
 int pl_io_pwrite(int fd, const void *buf, size_t n, off_t off);
+/* All of the iovcnt pieces, in order, from off (any iovcnt: it is split at
+ * IOV_MAX); 0 or -1. The same PL_IO_WRITE fault point as pl_io_pwrite: a
+ * short write writes the first short_bytes bytes of the pieces, then
+ * fails. */
+int pl_io_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off);
 int pl_io_pread(int fd, void *buf, size_t n, off_t off); /* full or -1 */
 int pl_io_fdatasync(int fd);
 int pl_io_fsync_dir(const char *dir);

@@ -15,10 +15,12 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -127,6 +129,76 @@ int pl_io_pwrite(int fd, const void *buf, size_t n, off_t off) {
         off += w;
     }
     return 0;
+}
+
+#ifndef IOV_MAX
+#define IOV_MAX 16 /* _XOPEN_IOV_MAX, the least POSIX allows */
+#endif
+/* Pieces per pwritev call: at most IOV_MAX, on the stack. */
+#define PL_IOV_CHUNK (IOV_MAX < 64 ? IOV_MAX : 64)
+
+/* Write the first `limit` bytes of the pieces (all of them if there are
+ * fewer) from off: as many pwritev calls as partial writes, EINTR and
+ * IOV_MAX need. The caller's array is not changed. */
+static int pwritev_upto(int fd, const struct iovec *iov, int iovcnt,
+                        off_t off, size_t limit) {
+    int i = 0;       /* the first piece not fully written */
+    size_t done = 0; /* bytes of iov[i] already written */
+    while (limit > 0) {
+        struct iovec v[PL_IOV_CHUNK];
+        int k = 0;
+        size_t want = 0;
+        for (int j = i; j < iovcnt && k < PL_IOV_CHUNK && want < limit;
+             j++) {
+            size_t from = j == i ? done : 0;
+            size_t n = iov[j].iov_len - from;
+            if (n == 0) continue;
+            if (n > limit - want) n = limit - want;
+            v[k].iov_base = (uint8_t *)iov[j].iov_base + from;
+            v[k].iov_len = n;
+            k++;
+            want += n;
+        }
+        if (k == 0) break; /* nothing left but empty pieces */
+        ssize_t w = pwritev(fd, v, k, off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        off += w;
+        limit -= (size_t)w;
+        /* Step over what was written: whole pieces, then part of one. */
+        for (size_t left = (size_t)w; left > 0;) {
+            size_t rest = iov[i].iov_len - done;
+            if (left < rest) {
+                done += left;
+                left = 0;
+            } else {
+                left -= rest;
+                i++;
+                done = 0;
+            }
+        }
+    }
+    return 0;
+}
+
+int pl_io_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off) {
+    int64_t shortb;
+    int e = fault_check(PL_IO_WRITE, &shortb);
+    if (e) {
+        size_t n = 0;
+        for (int j = 0; j < iovcnt; j++) n += iov[j].iov_len;
+        if (shortb > 0 && (size_t)shortb < n)
+            (void)pwritev_upto(fd, iov, iovcnt, off, (size_t)shortb);
+        errno = e;
+        return -1;
+    }
+    return pwritev_upto(fd, iov, iovcnt, off, SIZE_MAX);
 }
 
 int pl_io_pread(int fd, void *buf, size_t n, off_t off) {

@@ -138,6 +138,151 @@ def test_short_write_is_invisible_and_cut_by_recovery(tmp_path, short,
         assert B.lib.pl_topic_truncated_bytes(t._h) == 0
 
 
+# A large single append (>= 32 KiB) goes out as one pwritev of its pieces
+# (headers, key, value, header block) and a zero pad to the next 64 KiB of
+# the file (csrc/topic.c): the same write fault point as the other paths.
+BIG = b"\xa5" * 65536  # no zero byte: partial bytes are visible in the file
+BIG_LEN = 48 + 20 + len(BIG)
+
+
+@pytest.mark.parametrize("sync", ["none", "always"])
+@pytest.mark.parametrize("shape", ["value", "key+headers"])
+@pytest.mark.parametrize("err,exc", [(errno.EIO, pylog.PylogIOError),
+                                     (errno.ENOSPC, pylog.DiskFullError)])
+def test_failed_large_append_raises_and_publishes_nothing(tmp_path, shape,
+                                                          err, exc, sync):
+    path = str(tmp_path)
+    kw = ({} if shape == "value" else
+          {"key": b"k" * 40, "headers": [("h", b"x" * 300), ("n", None)]})
+    want = [b"v%d" % i for i in range(3)] + [BIG[:40000], BIG]
+    with pylog.open(path, sync=sync) as log:
+        t = log.topic("t")
+        for v in want:
+            t.append(v, **kw)
+        B.fault_set("write", err=err)
+        with pytest.raises(exc) as ei:
+            t.append(b"\x01" * 70000, **kw)
+        assert ei.value.errno == err
+        assert not isinstance(ei.value, pylog.LogFailedError)
+        assert "00000000000000000000.log" in str(ei.value)
+        assert t.end_offset == len(want)
+        with pytest.raises(pylog.OffsetOutOfRangeError):
+            t.get(len(want))
+        assert values(t) == want
+        # Not sticky: the next append succeeds where the failed one was.
+        assert t.append(BIG, **kw) == len(want)
+        want.append(BIG)
+        assert values(t) == want
+        if sync == "always":
+            assert t.durable_offset == len(want)
+    with pylog.open(path, sync=sync) as log:
+        t = log.topic("t")
+        assert values(t) == want
+        assert B.lib.pl_topic_truncated_bytes(t._h) == 0
+        if kw:
+            r = t.get(len(want) - 1)
+            assert r.key == kw["key"]
+            assert r.headers == (("h", b"x" * 300), ("n", None))
+
+
+@pytest.mark.parametrize("ending", ["close", "crash"])
+@pytest.mark.parametrize("then", [None, "small", "large"])
+@pytest.mark.parametrize("short", [0, 8, 68, 100, 40_000, 50_000,
+                                   BIG_LEN - 1])
+def test_short_large_write_is_invisible_and_cut_by_recovery(tmp_path, short,
+                                                            then, ending):
+    """A short write of a large append writes exactly short_bytes bytes and
+    publishes nothing; what follows lands on them (a small append covers
+    its own bytes, a large one those up to the next 64 KiB of the file with
+    its zero pad), and close or recovery cut the rest."""
+    path = str(tmp_path)
+    seg = os.path.join(path, "topics", "t", "00000000000000000000.log")
+    want = [b"w%d" % i for i in range(10)]
+    pos = 32 + 10 * (48 + 20 + 2)
+    with pylog.open(path) as log:
+        t = log.topic("t")
+        for v in want:
+            t.append(v, timestamp=1)
+        B.fault_set("write", short_bytes=short)
+        with pytest.raises(pylog.PylogIOError):
+            t.append(BIG, timestamp=2)
+        assert t.end_offset == 10
+        assert values(t) == want
+        with open(seg, "rb") as f:
+            data = f.read()
+        # Exactly the first `short` bytes of the batch were written.
+        assert not any(data[pos + short:])
+        if short > 68:
+            assert data[pos + 68:pos + short] == BIG[:short - 68]
+        if short > 0:
+            assert any(data[pos:pos + min(short, 8)])  # the checksum
+        if then == "small":
+            assert t.append(b"s", timestamp=3) == 10
+            want.append(b"s")
+        elif then == "large":
+            assert t.append(BIG[:40000], timestamp=3) == 10
+            want.append(BIG[:40000])
+        assert values(t) == want
+        with open(seg, "rb") as f:
+            at_crash = f.read()
+    data_end = pos + sum(48 + 20 + len(v) for v in want[10:])
+    covered = -(-data_end // 65536) * 65536 if then == "large" else data_end
+    assert not any(at_crash[data_end:covered]), "the pad is zeros"
+    if pos + short > covered >= pos + 68:  # the rest of the partial value
+        assert at_crash[covered:pos + short] == \
+            BIG[covered - pos - 68:short - 68]
+    if ending == "crash":
+        with open(seg, "wb") as f:
+            f.write(at_crash)
+    else:
+        assert os.path.getsize(seg) == data_end
+    with pylog.open(path) as log:
+        t = log.topic("t")
+        assert t.end_offset == len(want)
+        assert values(t) == want
+        cut = B.lib.pl_topic_truncated_bytes(t._h)
+        if ending == "crash":
+            assert (cut > 0) == (pos + short > covered)
+        else:
+            assert cut == 0
+        assert t.append(BIG) == len(want)
+    with pylog.open(path) as log:
+        t = log.topic("t")
+        assert values(t) == want + [BIG]
+        assert B.lib.pl_topic_truncated_bytes(t._h) == 0
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3])
+def test_write_fault_during_large_roll(tmp_path, nth):
+    """A large append that rolls: the new segment's header (1st write), the
+    sealed segment's index (2nd, best effort), then the pwritev (3rd)."""
+    path = str(tmp_path)
+    with pylog.open(path) as log:
+        t = log.topic("t", segment_bytes=100_000)
+        want = [BIG[:50000]]
+        t.append(want[0])
+        B.fault_set("write", nth=nth)
+        if nth == 2:
+            assert t.append(BIG) == 1
+            want.append(BIG)
+        else:
+            with pytest.raises(pylog.PylogIOError):
+                t.append(BIG)
+            assert t.end_offset == 1
+            assert seg_count(t) == (1 if nth == 1 else 2)
+        assert values(t) == want
+        B.fault_clear()
+        for i in range(5):
+            want.append(bytes([i + 1]) * (40000 + 9999 * i))
+            assert t.append(want[-1]) == len(want) - 1
+        assert values(t) == want
+        assert seg_count(t) >= 3
+    with pylog.open(path) as log:
+        t = log.topic("t")
+        assert values(t) == want
+        assert B.lib.pl_topic_truncated_bytes(t._h) == 0
+
+
 def roll_setup(log):
     """A topic whose 6th append of a 100-byte value rolls: 1024-byte
     segments, batches of 48 + 20 + 100 bytes after a 32-byte header."""

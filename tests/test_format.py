@@ -615,6 +615,115 @@ def test_xxh64_unaligned_input(shift):
             xxh(buf[shift:shift + n], shift)
 
 
+def large_records(rng):
+    """Records whose batches are 32 KiB give or take a few bytes (a batch
+    of >= 32 KiB goes out as pieces -- headers, key, value, header block --
+    checksummed piece by piece; a smaller one is built in the map), and a
+    few far larger ones. The key and header lengths move the boundaries
+    between the pieces across every position of XXH64's 32-byte stripes."""
+    keys = [None, b"", b"k", rng.randbytes(5), rng.randbytes(31),
+            rng.randbytes(32), rng.randbytes(33), rng.randbytes(61)]
+    headers = [None, [("a", b"")], [("hdr", rng.randbytes(13))],
+               [("x", None), ("yy", rng.randbytes(40))]]
+    out, i = [], 0
+    for k in keys:
+        for h in headers:
+            for delta in (-3, -1, 0, 1, 7, 31, 32, 33, 63):
+                i += 1
+                size = 32 * 1024 + delta + rng.randrange(0, 3) * 32
+                vlen = size - 68 - (len(k) if k else 0) - headers_size(h)
+                out.append((TS + i, k, rng.randbytes(vlen), h))
+    for size in (64 * 1024 - 68, 64 * 1024 + 1, 100_003, (1 << 20) - 100):
+        i += 1
+        out.append((TS + i, rng.choice(keys), rng.randbytes(size),
+                    rng.choice(headers)))
+    return out
+
+
+def headers_size(headers):
+    return len(enc_headers(headers))
+
+
+@pytest.mark.parametrize("segment_bytes", [200_000, DEFAULT_SEGMENT_BYTES])
+def test_large_appends_checksum_their_pieces(tmp_path, segment_bytes):
+    """The streaming XXH64 of a large append equals xxhash.xxh64 of the
+    batch's bytes 8..length on disk, for split points at every offset
+    modulo 32; the records read back, before and after a reopen, and the
+    index entries of the batches follow the documented rule."""
+    rng = random.Random(32768)
+    recs = large_records(rng)
+    small = (TS, b"s", b"small", [("z", b"1")])  # in the map, between them
+    want = []
+    with pylog.open(tmp_path, segment_bytes=segment_bytes) as log:
+        t = log.topic("t")
+        for j, (ts, k, v, h) in enumerate(recs):
+            assert t.append(v, key=k, headers=h, timestamp=ts) == len(want)
+            want.append((ts, k, v, header_pairs(h)))
+            if j % 5 == 0:
+                t.append(small[2], key=small[1], headers=small[3],
+                         timestamp=small[0])
+                want.append(small[:3] + (header_pairs(small[3]),))
+        got = [(r.timestamp, r.key, bytes(r.value), r.headers)
+               for r in t.read(0, max_records=len(want))]
+        assert got == want
+    segs, records = parse_topic(tmp_path)  # checks every batch checksum
+    assert [(r.ts, r.key, r.value, r.headers) for r in records] == want
+    assert sum(b.length >= 32 * 1024 for _, _, bs, _, _ in segs
+               for b in bs) > len(recs) // 2
+    for base, path, batches, data_end, size in segs:
+        assert data_end == size
+        if path != segs[-1][1]:
+            _, entries = parse_index(read(path[:-4] + ".idx"))
+            assert entries == expected_entries(batches, base, 4096)
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        assert B.lib.pl_topic_truncated_bytes(t._h) == 0
+        got = [(r.timestamp, r.key, bytes(r.value), r.headers)
+               for r in t.read(0, max_records=len(want))]
+        assert got == want
+
+
+def test_large_appends_leave_zeros_past_the_data(tmp_path):
+    """A large append may write zeros past its batch (to align the page
+    cache, csrc/topic.c): the file past the data end stays all zeros, so a
+    crash right after it leaves nothing for recovery to cut."""
+    d = topic_dir(tmp_path)
+    seg = os.path.join(d, SEG0)
+    sizes = [40_000, 65_536, 70_001, 33_333, 5, 131_072]
+    with pylog.open(tmp_path, segment_bytes=1_000_003) as log:
+        t = log.topic("t")
+        for n in sizes:
+            t.append(b"\xa5" * n)
+            data = read(seg)
+            assert len(data) == 1_000_003  # preallocated, not extended
+            _, data_end, _ = parse_segment(data, 0)
+            assert not any(data[data_end:])
+        # a large batch (written from a buffer) is padded the same way
+        t.append_batch([b"\x3c" * 100] * 400)
+        data = read(seg)
+        _, data_end, _ = parse_segment(data, 0)
+        assert data_end % 65536 and not any(data[data_end:])
+        # A batch ending 10 bytes before the cap: no pad past the cap.
+        last = 1_000_003 - data_end - 68 - 10
+        t.append(b"\x5a" * last)
+        data = read(seg)
+        assert len(data) == 1_000_003
+        assert parse_segment(data, 0)[1] == 1_000_003 - 10
+        assert data[-10:] == bytes(10)
+        at_crash = snapshot(d)
+    for name, data in at_crash.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        assert B.lib.pl_topic_truncated_bytes(t._h) == 0
+        assert [len(r.value) for r in t.read(0)] == \
+            sizes + [100] * 400 + [last]
+        assert t.append(b"\x5a" * 5) == len(sizes) + 401  # no room: rolls
+    assert [n for n in sorted(os.listdir(d)) if n.endswith(".log")] == \
+        [SEG0, "%020d.log" % (len(sizes) + 401)]
+
+
 # ---- (e): the segment header checksum covers bytes 0..24 --------------------
 def one_record_log(root):
     with pylog.open(root) as log:
