@@ -19,6 +19,8 @@ _append_value = lib.pl_topic_append_value
 READ_CHUNK = 500       # records decoded per C call by read()
 PINS = 8               # segment maps a topic keeps pinned for reads
 ZERO_COPY_MIN = 1024   # values this large come back as views into the map
+FRAME_KEEP = 4 << 20   # append_batch keeps (per thread) a blob up to this size
+_NO_FRAME = (None, None, None, None)
 _H_KEY = struct.Struct("<H")
 _H_VAL = struct.Struct("<i")
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
@@ -179,11 +181,6 @@ class Topic:
         n = len(vals)
         if n == 0:
             raise E.InvalidRecordError("append_batch needs at least one value")
-        framed = _frame(vals)
-        if framed is None:  # not all bytes: convert, with clear errors
-            framed = _frame([to_bytes(v, f"value {i}")
-                             for i, v in enumerate(vals)])
-        blob, vlens = framed
         kblob = klens = hblob = hlens = tsa = B.NULL
         if keys is not None:
             keys = self._parallel(keys, n, "keys")
@@ -202,8 +199,24 @@ class Topic:
             timestamps = self._parallel(timestamps, n, "timestamps")
             tsa = ffi.from_buffer("int64_t[]",
                                   array("q", map(_timestamp, timestamps)))
+        # Last, so that no Python code (iterables, mappings given above)
+        # can run between framing into this thread's buffer and the call.
+        tls = self._tls
+        spare = getattr(tls, "frame", _NO_FRAME)
+        framed = _frame(vals, spare[0], spare[1])
+        if framed is None:  # not all bytes: convert, with clear errors
+            framed = _frame([to_bytes(v, f"value {i}")
+                             for i, v in enumerate(vals)], spare[0], spare[1])
+        blob, vlens = framed
+        if blob is spare[0] and vlens is spare[1]:
+            cblob, cvlens = spare[2], spare[3]
+        else:
+            cblob = ffi.from_buffer(blob)
+            cvlens = ffi.from_buffer("int64_t[]", vlens)
+            if len(blob) <= FRAME_KEEP:  # kept for this thread's next batch
+                tls.frame = (blob, vlens, cblob, cvlens)
         off = lib.pl_topic_append_batch(
-            self._h, n, blob or b"\0", ffi.from_buffer("int64_t[]", vlens),
+            self._h, n, cblob, cvlens,
             kblob, klens, hblob, hlens, tsa)
         if off < 0:
             raise self._fail(off)
