@@ -102,35 +102,6 @@ int pl_io_open(const char *path, int flags, int mode) {
 
 int pl_io_close(int fd) { return fd >= 0 ? close(fd) : 0; }
 
-int pl_io_pwrite(int fd, const void *buf, size_t n, off_t off) {
-    int64_t shortb;
-    int e = fault_check(PL_IO_WRITE, &shortb);
-    if (e) {
-        if (shortb > 0 && (size_t)shortb < n) {
-            ssize_t w = pwrite(fd, buf, (size_t)shortb, off);
-            (void)w;
-        }
-        errno = e;
-        return -1;
-    }
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, p, n, off);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        if (w == 0) {
-            errno = EIO;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-        off += w;
-    }
-    return 0;
-}
-
 #ifndef IOV_MAX
 #define IOV_MAX 16 /* _XOPEN_IOV_MAX, the least POSIX allows */
 #endif
@@ -199,6 +170,11 @@ int pl_io_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off) {
         return -1;
     }
     return pwritev_upto(fd, iov, iovcnt, off, SIZE_MAX);
+}
+
+int pl_io_pwrite(int fd, const void *buf, size_t n, off_t off) {
+    struct iovec v = {(void *)buf, n};
+    return pl_io_pwritev(fd, &v, 1, off);
 }
 
 int pl_io_pread(int fd, void *buf, size_t n, off_t off) {
