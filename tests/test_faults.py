@@ -115,6 +115,19 @@ def test_short_write_is_invisible_and_cut_by_recovery(tmp_path, short,
         with open(seg, "rb") as f:
             at_crash = f.read()
     data_end = 32 + sum(48 + 20 + len(v) for v in want)
+    # After a crash, the partial bytes left past the end (all of them, or
+    # those past the 69-byte batch written over them) are cut.
+    end_and_reopen(path, seg, at_crash, ending, data_end, want,
+                   short > (48 + 20 + 1 if then_append else 0), b"after")
+
+
+def end_and_reopen(path, seg, at_crash, ending, data_end, want, crash_cuts,
+                   next_value):
+    """The end of a short-write scenario. A clean close has cut the active
+    segment to data_end; a crash is simulated by putting back at_crash, the
+    file as it was while the log was open. Reopened, the log holds want,
+    recovery cut bytes exactly when crash_cuts (after a crash), and
+    next_value appends and survives one more reopen."""
     if ending == "crash":
         with open(seg, "wb") as f:
             f.write(at_crash)
@@ -124,17 +137,15 @@ def test_short_write_is_invisible_and_cut_by_recovery(tmp_path, short,
         t = log.topic("t")
         assert t.end_offset == len(want)
         assert values(t) == want
-        # After a crash, the partial bytes left past the end (all of them,
-        # or those past the 69-byte batch written over them) are cut.
         cut = B.lib.pl_topic_truncated_bytes(t._h)
         if ending == "crash":
-            assert (cut > 0) == (short > (48 + 20 + 1 if then_append else 0))
+            assert (cut > 0) == crash_cuts
         else:
             assert cut == 0
-        assert t.append(b"after") == len(want)
+        assert t.append(next_value) == len(want)
     with pylog.open(path) as log:
         t = log.topic("t")
-        assert values(t) == want + [b"after"]
+        assert values(t) == want + [next_value]
         assert B.lib.pl_topic_truncated_bytes(t._h) == 0
 
 
@@ -231,25 +242,8 @@ def test_short_large_write_is_invisible_and_cut_by_recovery(tmp_path, short,
     if pos + short > covered >= pos + 68:  # the rest of the partial value
         assert at_crash[covered:pos + short] == \
             BIG[covered - pos - 68:short - 68]
-    if ending == "crash":
-        with open(seg, "wb") as f:
-            f.write(at_crash)
-    else:
-        assert os.path.getsize(seg) == data_end
-    with pylog.open(path) as log:
-        t = log.topic("t")
-        assert t.end_offset == len(want)
-        assert values(t) == want
-        cut = B.lib.pl_topic_truncated_bytes(t._h)
-        if ending == "crash":
-            assert (cut > 0) == (pos + short > covered)
-        else:
-            assert cut == 0
-        assert t.append(BIG) == len(want)
-    with pylog.open(path) as log:
-        t = log.topic("t")
-        assert values(t) == want + [BIG]
-        assert B.lib.pl_topic_truncated_bytes(t._h) == 0
+    end_and_reopen(path, seg, at_crash, ending, data_end, want,
+                   pos + short > covered, BIG)
 
 
 @pytest.mark.parametrize("nth", [1, 2, 3])
