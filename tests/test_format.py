@@ -741,14 +741,19 @@ def test_segment_header_checksum_covers_bytes_0_to_24(tmp_path):
                           xxh(h[:24] + bytes(8)))
 
 
-def test_header_checksummed_over_0_to_24_is_accepted(tmp_path):
-    """Version 2 with a checksum over bytes 0..24 is a valid header of
-    another version: open refuses it and leaves the file alone."""
-    path = one_record_log(tmp_path)
+def make_version_2(path):
+    """Rewrite the segment header at path as a valid header of version 2."""
     h = bytearray(read(path)[:32])
     h[8:12] = struct.pack("<I", 2)
     h[24:32] = struct.pack("<Q", xxh(h[:24]))
     patch(path, 0, h)
+
+
+def test_header_checksummed_over_0_to_24_is_accepted(tmp_path):
+    """Version 2 with a checksum over bytes 0..24 is a valid header of
+    another version: open refuses it and leaves the file alone."""
+    path = one_record_log(tmp_path)
+    make_version_2(path)
     before = read(path)
     with pylog.open(tmp_path) as log:
         with pytest.raises(pylog.FormatVersionError):
@@ -1129,10 +1134,7 @@ def test_unknown_version_of_a_sealed_segment_is_refused(tmp_path):
         for i in range(20):
             t.append(b"v" * 100, timestamp=i)
     path = os.path.join(topic_dir(tmp_path), SEG0)
-    h = bytearray(read(path)[:32])
-    h[8:12] = struct.pack("<I", 2)
-    h[24:32] = struct.pack("<Q", xxh(h[:24]))
-    patch(path, 0, h)
+    make_version_2(path)
     with pylog.open(tmp_path) as log:
         t = log.topic("t")
         with pytest.raises(pylog.FormatVersionError):
@@ -1237,10 +1239,7 @@ def test_refused_active_segment_leaves_the_directory_alone(tmp_path):
         t.flush()  # checkpoint 1
     d = topic_dir(tmp_path)
     path = os.path.join(d, SEG0)
-    h = bytearray(read(path)[:32])
-    h[8:12] = struct.pack("<I", 2)
-    h[24:32] = struct.pack("<Q", xxh(h[:24]))
-    patch(path, 0, h)
+    make_version_2(path)
     before = snapshot(d)
     with pylog.open(tmp_path) as log:
         with pytest.raises(pylog.FormatVersionError):
