@@ -742,11 +742,13 @@ def test_segment_header_checksum_covers_bytes_0_to_24(tmp_path):
 
 
 def make_version_2(path):
-    """Rewrite the segment header at path as a valid header of version 2."""
+    """Rewrite the segment header at path as a valid header of version 2;
+    return the header written."""
     h = bytearray(read(path)[:32])
     h[8:12] = struct.pack("<I", 2)
     h[24:32] = struct.pack("<Q", xxh(h[:24]))
     patch(path, 0, h)
+    return bytes(h)
 
 
 def test_header_checksummed_over_0_to_24_is_accepted(tmp_path):
@@ -1134,13 +1136,13 @@ def test_unknown_version_of_a_sealed_segment_is_refused(tmp_path):
         for i in range(20):
             t.append(b"v" * 100, timestamp=i)
     path = os.path.join(topic_dir(tmp_path), SEG0)
-    make_version_2(path)
+    h = make_version_2(path)
     with pylog.open(tmp_path) as log:
         t = log.topic("t")
         with pytest.raises(pylog.FormatVersionError):
             t.get(0)
         assert bytes(t.get(19).value) == b"v" * 100  # other segments read
-    assert read(path)[:32] == bytes(h)
+    assert read(path)[:32] == h
 
 
 # ---- the catalog (§10) ------------------------------------------------------
