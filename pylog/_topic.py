@@ -257,7 +257,8 @@ class Topic:
         m = mapp[0]
         if m != known:
             view = self._view_for(m)
-        return self._decode(meta, n, view)
+        return _decode_records(ffi.buffer(meta, 8 * B.META * n), n, view,
+                               self.name, ZERO_COPY_MIN, decode_headers)
 
     def _view_for(self, m):
         """The pinned view of map m, which the core handed over with a new
@@ -287,10 +288,6 @@ class Topic:
                     if self._pin[0] == m:
                         self._pin = (B.NULL, None)
 
-    def _decode(self, meta, n, view):
-        return _decode_records(ffi.buffer(meta, 8 * B.META * n), n, view,
-                               self.name, ZERO_COPY_MIN, decode_headers)
-
     def get(self, offset):
         """The record at offset; OffsetOutOfRangeError if there is none."""
         if type(offset) is not int:
@@ -299,19 +296,12 @@ class Topic:
             self._check_open()
             raise E.OffsetOutOfRangeError(
                 f"offset {offset} of topic {self.name!r} is out of range")
-        meta, mapp = self._buffers()
-        known, view = self._pin
-        n = lib.pl_topic_read(self._h, offset, 1, 0, meta, known, mapp)
-        if n != 1:
-            if n < 0:
-                raise self._fail(n)
+        recs = self._fetch(offset, 1)
+        if not recs:
             raise E.OffsetOutOfRangeError(
                 f"offset {offset} of topic {self.name!r} is not written yet "
                 f"(end_offset is {self.end_offset})")
-        m = mapp[0]
-        if m != known:
-            view = self._view_for(m)
-        return self._decode(meta, 1, view)[0]
+        return recs[0]
 
     def read(self, from_offset=None, max_records=None):
         """Iterate records from from_offset (default: start_offset) up to the
