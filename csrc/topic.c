@@ -880,14 +880,20 @@ static int ensure_room(pl_topic *t, int64_t len, int64_t nrecords) {
     return rc;
 }
 
-static inline uint8_t *put_record(uint8_t *p, int64_t ts, const uint8_t *key,
-                                  int64_t klen, const uint8_t *val,
-                                  int64_t vlen, const uint8_t *hdr,
-                                  int64_t hlen) {
+/* The 20-byte record header (docs/FORMAT.md) at p. */
+static inline void put_record_header(uint8_t *p, int64_t ts, int64_t klen,
+                                     int64_t vlen, int64_t hlen) {
     put64(p, (uint64_t)ts);
     put32(p + 8, (uint32_t)(int32_t)klen);
     put32(p + 12, (uint32_t)vlen);
     put32(p + 16, (uint32_t)hlen);
+}
+
+static inline uint8_t *put_record(uint8_t *p, int64_t ts, const uint8_t *key,
+                                  int64_t klen, const uint8_t *val,
+                                  int64_t vlen, const uint8_t *hdr,
+                                  int64_t hlen) {
+    put_record_header(p, ts, klen, vlen, hlen);
     p += PL_REC_HDR;
     if (klen > 0) {
         memcpy(p, key, (size_t)klen);
@@ -1033,11 +1039,7 @@ static int64_t publish_record(pl_topic *t, int64_t len, int64_t ts,
     int64_t pos = atomic_load_explicit(&s->pub_pos, memory_order_relaxed);
     uint8_t h[PL_BATCH_HDR + PL_REC_HDR];
     int64_t base = batch_header(t, h, len, 1, ts, ts);
-    uint8_t *r = h + PL_BATCH_HDR;
-    put64(r, (uint64_t)ts);
-    put32(r + 8, (uint32_t)(int32_t)klen);
-    put32(r + 12, (uint32_t)vlen);
-    put32(r + 16, (uint32_t)hlen);
+    put_record_header(h + PL_BATCH_HDR, ts, klen, vlen, hlen);
     struct iovec iov[5];
     int n = 0;
     iov[n++] = (struct iovec){h, sizeof h};
