@@ -9,7 +9,8 @@
 """
 from ._consumer import Consumer, Gap
 from ._errors import (ClosedError, CorruptionError, DataLossError,
-                      DiskFullError, FormatVersionError, GroupNotFoundError,
+                      DiskFullError, FormatVersionError, GroupInUseError,
+                      GroupNotFoundError,
                       InvalidConfigError, InvalidRecordError, InvalidTopicName,
                       LogFailedError, LogFullError, LogLockedError,
                       OffsetOutOfRangeError, PylogError, PylogIOError,
@@ -23,7 +24,8 @@ __all__ = [
     "open", "Log", "Topic", "Record", "Consumer", "Gap",
     "PylogError", "InvalidTopicName", "InvalidConfigError",
     "InvalidRecordError", "RecordTooLargeError", "OffsetOutOfRangeError",
-    "TopicNotFoundError", "GroupNotFoundError", "ClosedError",
+    "TopicNotFoundError", "GroupNotFoundError", "GroupInUseError",
+    "ClosedError",
     "LogLockedError", "LogFullError", "DataLossError",
     "FormatVersionError", "CorruptionError", "PylogIOError", "DiskFullError",
     "LogFailedError",

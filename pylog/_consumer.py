@@ -42,6 +42,11 @@ class Consumer:
         if not (on_gap is None or on_gap == "raise" or callable(on_gap)):
             raise E.InvalidConfigError(
                 "on_gap must be None, 'raise' or a callable taking a Gap")
+        for other in log._consumers:
+            if other.group == group:
+                raise E.GroupInUseError(
+                    f"consumer group {group!r} of log {log.path} is in use "
+                    "by another open consumer; close it first")
         self._log = log
         self.group = group
         self.auto_commit = bool(auto_commit)
@@ -77,6 +82,14 @@ class Consumer:
         self._notifier.interrupt()
         self._log._consumers.discard(self)
         self._log._drop_notifier(self._notifier, self._topics)
+
+    def __del__(self):
+        # A consumer dropped without close() frees its group and watches.
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
 
     def __enter__(self):
         return self

@@ -11,6 +11,7 @@ class inherits it too, so ``except ValueError`` keeps working::
     ├── OffsetOutOfRangeError     (IndexError)   offset < start_offset or >= end_offset
     ├── TopicNotFoundError        (KeyError)     delete of a topic that does not exist
     ├── GroupNotFoundError        (KeyError)     delete of a group that does not exist
+    ├── GroupInUseError                          the group has an open consumer already
     ├── ClosedError               (ValueError)   use of a closed Log or Topic
     ├── LogLockedError            (OSError)      the directory is open elsewhere
     ├── FormatVersionError                       files written by another format version
@@ -56,6 +57,10 @@ class TopicNotFoundError(PylogError, KeyError):
 
 class GroupNotFoundError(TopicNotFoundError):
     pass
+
+
+class GroupInUseError(PylogError):
+    """A consumer group is used by one consumer (or forwarder) at a time."""
 
 
 class ClosedError(PylogError, ValueError):

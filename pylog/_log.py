@@ -12,6 +12,7 @@ import re
 import shutil
 import threading
 import uuid
+import weakref
 
 from . import _binding as B
 from . import _errors as E
@@ -118,7 +119,9 @@ class Log:
                 errno.EWOULDBLOCK,
                 f"log {self.path} is already open (in this or another "
                 "process): its LOCK is held") from None
-        self._consumers = set()
+        # Open consumers; one dropped without close() releases its group
+        # when it is collected (Consumer.__del__).
+        self._consumers = weakref.WeakSet()
         try:
             self._catalog = Catalog(os.path.join(self.path, "catalog"),
                                     durable=sync != "none")

@@ -98,8 +98,23 @@ def test_a_new_group_starts_at_earliest_or_latest(tmp_path):
         # registration stores the start, so it is the committed position
         assert log.groups() == {"early": {"t": 0}, "late": {"t": 5}}
         # an existing group ignores start=
+        early.close()
         again = log.consumer("early", "t", start="latest")
         assert again.position("t") == 0
+
+
+def test_a_group_has_one_open_consumer_at_a_time(tmp_path):
+    with pylog.open(tmp_path) as log:
+        log.topic("t").append(b"x")
+        c = log.consumer("g", "t")
+        with pytest.raises(pylog.GroupInUseError, match="'g'.*in use"):
+            log.consumer("g", "t")
+        other = log.consumer("h", "t")  # other groups are free
+        c.close()
+        again = log.consumer("g", "t")  # a closed consumer frees its group
+        del again  # so does one that is dropped
+        log.consumer("g", "t").close()
+        other.close()
 
 
 def test_bad_consumer_arguments_are_rejected(tmp_path):
@@ -212,6 +227,7 @@ def test_groups_and_delete_group(tmp_path):
             log.delete_group("three")
         with pytest.raises(KeyError):  # GroupNotFoundError is a KeyError
             log.delete_group("three")
+        c1.close()
         log.delete_group("one")
         assert log.groups() == {"two": {"b": 3}}
         with pytest.raises(pylog.GroupNotFoundError):
@@ -235,6 +251,7 @@ def test_a_commit_after_delete_topic_stores_nothing(tmp_path):
         with pytest.raises(pylog.ClosedError):
             c.commit()
         assert log.groups() == {}
+        c.close()
         log.topic("t").append(b"new")
         c2 = log.consumer("g", "t")
         assert c2.position("t") == 0
