@@ -1,11 +1,22 @@
 """Helpers shared by the test modules: the on-disk layout of docs/FORMAT.md
-(csrc/segment.c), computed independently of the C core."""
+(csrc/segment.c), computed independently of the C core, and the power-cut
+simulation layer (tests/crashsim), compiled once per session."""
 import os
 import struct
 import threading
 import time
 
+import pytest
 import xxhash
+
+import crashsim
+
+
+@pytest.fixture(scope="session")
+def crashsim_lib(tmp_path_factory):
+    """Path of the compiled power-cut simulation layer (crashsim.c)."""
+    return crashsim.build(tmp_path_factory.mktemp("crashsim"))
+
 
 SEG_HDR = 32     # segment header
 BATCH_HDR = 48   # batch header
