@@ -73,6 +73,7 @@ class Cut:
     sizes_reverted: int = 0  # files cut back (or grown back) to durable size
     files: int = 0           # files in the post-cut directory
     choices: dict = field(default_factory=dict)  # the cut's probabilities
+    undone_ops: list = field(default_factory=list)  # journal text of each
 
     def __str__(self):
         return (f"cut seed={self.seed}: {self.undone}/{self.pending} pending "
@@ -381,6 +382,7 @@ class Simulation:
             if op.keys & undone or rnd.random() >= p_name:
                 undone |= op.keys
                 cut.undone += 1
+                cut.undone_ops.append(op.text)
             else:
                 op.apply(state)
 
