@@ -14,6 +14,7 @@ goes on. With --check it stops after the dump and closes the log.
 
 Topic names say what a topic is: "k..." topics keep everything, "r..."
 topics have max_bytes with on_full="drop_oldest" (segments get deleted).
+kbase and rbase live through the whole run; the others come and go.
 Record (cycle, topic, seq) is make(cycle, topic, seq); its value starts
 with "cycle:topic:seq:" so that any record read back names where it came
 from.
@@ -25,6 +26,7 @@ import random
 import sys
 
 GROUPS = ("g0", "g1")
+BASE = ("kbase", "rbase")  # created by the first child, never deleted
 MAX_TOPICS = 10
 
 
@@ -106,10 +108,11 @@ class Workload:
         self.created = 0
         self.consumers = {}  # group -> (consumer, [topic names])
 
-    def create_topic(self):
-        kind = self.rnd.choice("kr")
-        name = f"{kind}{self.cycle}_{self.created}"
-        self.created += 1
+    def create_topic(self, name=None):
+        kind = name[0] if name else self.rnd.choice("kr")
+        if name is None:
+            name = f"{kind}{self.cycle}_{self.created}"
+            self.created += 1
         seg = self.rnd.choice([16384, 32768])
         cfg = {"segment_bytes": seg}
         if kind == "r":
@@ -120,7 +123,7 @@ class Workload:
 
     def delete_topic(self):
         held = {n for _, names in self.consumers.values() for n in names}
-        free = sorted(set(self.topics) - held)
+        free = sorted(set(self.topics) - held - set(BASE))
         if len(self.topics) <= 3 or not free:
             return
         name = self.rnd.choice(free)
@@ -183,6 +186,9 @@ class Workload:
         self.say("A durable", name, self.topics[name].durable_offset)
 
     def run(self):
+        for name in BASE:
+            if name not in self.topics:
+                self.create_topic(name)
         while len(self.topics) < 3:
             self.create_topic()
         while True:
@@ -205,9 +211,9 @@ class Workload:
             self.subscribe(self.rnd.choice(GROUPS))
         elif r < 0.88:
             self.flush()
-        elif r < 0.95:
-            self.durable()
         elif r < 0.985:
+            self.durable()
+        elif r < 0.995:
             if len(self.topics) < MAX_TOPICS:
                 self.create_topic()
         else:

@@ -11,6 +11,7 @@ cut at that moment could have left:
     env = sim.start()                          # before each child
     ...run the child with env, SIGKILL it...
     cut = sim.cut(seed)                        # root now holds the post-cut state
+    sim.reimage(dest)                          # that state again, to debug
 
 The post-cut directory is the durable state plus, for each change that was
 not durable, a seeded random choice:
@@ -265,6 +266,33 @@ def _pick(rnd):
     return 0.0 if r < 0.25 else 1.0 if r < 0.5 else rnd.random()
 
 
+class _Run:
+    """One child's record: the snapshot taken before it, its shadow, and
+    the directory it left (root until the cut, then the place the cut moved
+    it to, kept so that the cut can be built again)."""
+
+    def __init__(self, snapshot, shadow, tree):
+        self.snapshot, self.shadow, self.tree = snapshot, shadow, tree
+        self.seed = None
+
+    def journal(self):
+        """The complete lines of the child's journal."""
+        try:
+            data = (self.shadow / "journal").read_text("ascii")
+        except FileNotFoundError:  # killed before the layer started
+            return []
+        return data.split("\n")[:-1]
+
+    def replay(self):
+        rp = _Replay(*self.snapshot)
+        rp.run(self.journal())
+        return rp
+
+    def remove(self):
+        shutil.rmtree(self.shadow)
+        shutil.rmtree(self.tree)
+
+
 class Simulation:
     """Power cuts of the directory `root`, with scratch space in `work`
     (same file system as root: the layer makes hard links)."""
@@ -272,30 +300,32 @@ class Simulation:
     def __init__(self, lib, root, work):
         self.lib = Path(lib)
         self.root = Path(root).resolve()
-        self.work = Path(work)
+        self.work = Path(work).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
         self.n = 0
-        self.shadow = None
+        self.run = None   # the current child's record
+        self.last = None  # the record of the last cut
+
+    @property
+    def shadow(self):
+        return self.run.shadow
 
     def start(self):
         """Take root as it is now as durable and return the environment to
-        run a child under the layer with."""
+        run a child under the layer with. Only names and inode numbers are
+        noted: the layer keeps the content of a file before it changes."""
         self.n += 1
-        self.shadow = self.work / f"shadow-{self.n}"
-        if self.shadow.exists():
-            shutil.rmtree(self.shadow)
-        live, data = self.shadow / "live", self.shadow / "data"
-        live.mkdir(parents=True)
-        data.mkdir()
+        shadow = self.work / f"shadow-{self.n}"
+        (shadow / "live").mkdir(parents=True)
+        (shadow / "data").mkdir()
         kind, ino, entries = {0: "d"}, {0: os.stat(self.root).st_ino}, {0: {}}
         stack = [(self.root, 0)]
         while stack:
             path, d = stack.pop()
             for de in os.scandir(path):
-                st = de.stat(follow_symlinks=False)
                 obj = len(kind)
-                ino[obj] = st.st_ino
+                ino[obj] = de.inode()
                 entries[d][de.name] = obj
                 if de.is_dir(follow_symlinks=False):
                     kind[obj] = "d"
@@ -303,31 +333,55 @@ class Simulation:
                     stack.append((de.path, obj))
                 elif de.is_file(follow_symlinks=False):
                     kind[obj] = "f"
-                    os.link(de.path, live / str(st.st_ino))
-                    shutil.copyfile(de.path, data / str(st.st_ino))
                 else:
                     raise LayerError(f"{de.path}: not a file or a directory")
-        self._snapshot = (kind, ino, entries)
+        self.run = _Run((kind, ino, entries), shadow, self.root)
         env = dict(os.environ)
         env["CRASHSIM_ROOT"] = str(self.root)
-        env["CRASHSIM_SHADOW"] = str(self.shadow)
+        env["CRASHSIM_SHADOW"] = str(shadow)
         env["LD_PRELOAD"] = ":".join(
             p for p in (env.get("LD_PRELOAD"), str(self.lib)) if p)
         return env
 
     def journal(self):
         """The complete lines of the journal of the current child."""
-        try:
-            data = (self.shadow / "journal").read_text("ascii")
-        except FileNotFoundError:  # killed before the layer started
-            return []
-        return data.split("\n")[:-1]
+        return self.run.journal()
 
-    def _check_replay(self, rp):
+    def image(self, seed, dest):
+        """Build at dest (which must not exist) the directory a power cut
+        chosen by seed would leave; root and the record stay as they are.
+        Call once the child is dead. Returns a Cut."""
+        return self._image(self.run, seed, dest)
+
+    def cut(self, seed):
+        """Replace root with the post-cut state chosen by seed. Call once
+        the child is dead. Returns a Cut. The directory the child left is
+        moved aside and kept with its record until the next cut, so that
+        reimage() can build this cut again."""
+        run = self.run
+        new = self.root.with_name(self.root.name + ".cut")
+        if new.exists():
+            shutil.rmtree(new)
+        cut = self._image(run, seed, new)
+        run.tree = self.work / f"precut-{self.n}"
+        os.rename(self.root, run.tree)
+        os.rename(new, self.root)
+        run.seed = seed
+        if self.last is not None:
+            self.last.remove()
+        self.last, self.run = run, None
+        return cut
+
+    def reimage(self, dest):
+        """Build again at dest the directory the last cut left (root has
+        changed since: the next child opened it)."""
+        return self._image(self.last, self.last.seed, dest)
+
+    def _check_replay(self, rp, tree):
         """The replayed names must be the real ones (only the in-flight
         operation may differ): otherwise the layer missed an operation."""
         want = {p: v[:2] for p, v in rp.tree(rp.cur).items()}
-        real = _walk(self.root)
+        real = _walk(tree)
         if want == real:
             return
         if rp.inflight:
@@ -352,19 +406,15 @@ class Simulation:
         missing = sorted(set(want.items()) - set(real.items()))[:10]
         extra = sorted(set(real.items()) - set(want.items()))[:10]
         raise LayerError(
-            f"the replayed names differ from {self.root}: replay only "
+            f"the replayed names differ from {tree}: replay only "
             f"{missing}, real only {extra} (an operation the layer did not "
             "see: a libc entry point it does not interpose?)")
 
-    def image(self, seed, dest):
-        """Build at dest (which must not exist) the directory a power cut
-        chosen by seed would leave; root and the record stay as they are.
-        Call once the child is dead. Returns a Cut."""
+    def _image(self, run, seed, dest):
         rnd = random.Random(seed)
         cut = Cut(seed)
-        rp = _Replay(*self._snapshot)
-        rp.run(self.journal())
-        self._check_replay(rp)
+        rp = run.replay()
+        self._check_replay(rp, run.tree)
         cut.ops = len(rp.ops)
         cut.inflight = " ".join(rp.inflight) if rp.inflight else None
         p_name, p_page, p_size = _pick(rnd), _pick(rnd), _pick(rnd)
@@ -386,40 +436,35 @@ class Simulation:
             else:
                 op.apply(state)
 
+        # Where each file is in the directory the child left, for the files
+        # the layer kept no live link to (unchanged, still named).
+        where = {obj: path for path, (_, _, obj) in rp.tree(rp.cur).items()}
         dest = Path(dest)
         dest.mkdir()
-        for path, (kind, ino, _) in sorted(rp.tree(state).items()):
+        for path, (kind, ino, obj) in sorted(rp.tree(state).items()):
             if kind == "d":
                 (dest / path).mkdir()
             else:
                 cut.files += 1
-                (dest / path).write_bytes(
-                    self._content(ino, rnd, p_page, p_size, cut))
+                (dest / path).write_bytes(self._content(
+                    run, ino, where.get(obj), rnd, p_page, p_size, cut))
         return cut
 
-    def cut(self, seed):
-        """Replace root with the post-cut state chosen by seed and drop the
-        record. Call once the child is dead. Returns a Cut."""
-        new = self.root.with_name(self.root.name + ".cut")
-        if new.exists():
-            shutil.rmtree(new)
-        cut = self.image(seed, new)
-        shutil.rmtree(self.root)
-        os.rename(new, self.root)
-        shutil.rmtree(self.shadow)
-        self.shadow = None
-        return cut
-
-    def _content(self, ino, rnd, p_page, p_size, cut):
-        """The post-cut bytes of file ino."""
+    @staticmethod
+    def _content(run, ino, path, rnd, p_page, p_size, cut):
+        """The post-cut bytes of file ino (at path in run.tree, if it is
+        still named there)."""
+        live = run.shadow / "live" / str(ino)
+        if not live.exists():
+            if path is None:
+                raise LayerError(f"file inode {ino} lost its name but the "
+                                 "layer kept no live link to it")
+            live = run.tree / path
+        cur = live.read_bytes()
         try:
-            cur = (self.shadow / "live" / str(ino)).read_bytes()
+            dur = (run.shadow / "data" / str(ino)).read_bytes()
         except FileNotFoundError:
-            raise LayerError(f"file inode {ino} has no live link") from None
-        try:
-            dur = (self.shadow / "data" / str(ino)).read_bytes()
-        except FileNotFoundError:
-            dur = b""  # created in this run and never synced
+            return cur  # unchanged since the child started
         if cur == dur:
             return cur
         size = len(cur)

@@ -17,14 +17,18 @@
  *
  * Layout of SHADOW:
  *   journal      one line per namespace operation and durability point
- *   live/INO     a hard link to every regular file below ROOT: the harness
- *                makes them for the files present at start, this layer for
- *                each file it sees created. It keeps each inode alive (and
- *                its number unique) until the cut, and gives the harness
- *                the file's current content, page cache included, whatever
- *                names it has lost.
+ *   live/INO     a hard link to each regular file below ROOT that was
+ *                created, opened for writing, truncated, unlinked or
+ *                renamed over: it keeps the inode alive (and its number
+ *                unique) until the cut, and gives the harness the file's
+ *                current content, page cache included, whatever names it
+ *                has lost. A file without one is unchanged since the start
+ *                and still has its name.
  *   data/INO     the durable content of file INO: its size is the durable
- *                size. Absent: nothing of the file is durable (empty).
+ *                size. Created empty for a new file; for a file present at
+ *                start, a copy of its content taken before it could change
+ *                (at its first open for writing or truncation). Absent: the
+ *                file never changed, its content is its durable content.
  *
  * What makes data durable (the shadow copy is taken BEFORE the real call:
  * a sync covers at least what was written before it was called):
@@ -38,6 +42,12 @@
  * map count) with data/INO page by page and writes the pages that differ.
  * sync_file_range is not interposed: it makes nothing durable (it flushes
  * neither metadata nor the disk cache), so the model treats it as a no-op.
+ *
+ * Content that could change: an open for writing (or with O_TRUNC) and
+ * truncate of a file below ROOT first keep its pre-image (data/INO, copied
+ * whole through a temporary name) and a live link; an unlink or a rename
+ * over a file first keeps a live link. The harness then need not copy the
+ * whole directory per child.
  *
  * Names: creating a file (open/openat/creat with O_CREAT, every symbol
  * variant), mkdir, rename, unlink and rmdir below ROOT are journaled. They
@@ -115,7 +125,8 @@ SLOT(unlinkat); SLOT(linkat); SLOT(link); SLOT(symlink); SLOT(symlinkat);
 SLOT(mknod); SLOT(mknodat); SLOT(fsync); SLOT(fdatasync); SLOT(msync);
 SLOT(sync); SLOT(syncfs); SLOT(write); SLOT(pwrite); SLOT(pwrite64);
 SLOT(writev); SLOT(pwritev); SLOT(pwritev64); SLOT(pwritev2);
-SLOT(mmap); SLOT(mmap64); SLOT(munmap); SLOT(mremap);
+SLOT(mmap); SLOT(mmap64); SLOT(munmap); SLOT(mremap); SLOT(truncate);
+SLOT(truncate64);
 
 typedef int (*openat_t)(int, const char *, int, ...);
 typedef int (*mkdirat_t)(int, const char *, mode_t);
@@ -128,6 +139,7 @@ typedef int (*symlinkat_t)(const char *, int, const char *);
 typedef int (*mknod_t)(const char *, mode_t, dev_t);
 typedef int (*mknodat_t)(int, const char *, mode_t, dev_t);
 typedef int (*fd_t)(int);
+typedef int (*truncate_t)(const char *, off_t);
 typedef int (*msync_t)(void *, size_t, int);
 typedef void (*sync_t)(void);
 typedef ssize_t (*write_t)(int, const void *, size_t);
@@ -278,13 +290,17 @@ static ssize_t pread_full(int fd, char *buf, size_t n, off_t off) {
     return (ssize_t)got;
 }
 
-/* Make [from, to) of file `ino` durable; to < 0: the whole file and its
- * size. Caller holds data_mu. Files with no live/INO are not below ROOT
- * and are left alone. */
-static void shadow_copy(ino_t ino, off_t from, off_t to) {
-    char lp[PATH_MAX + 64], dp[PATH_MAX + 64];
-    snprintf(lp, sizeof lp, "%s/live/%lu", shadow, (unsigned long)ino);
-    snprintf(dp, sizeof dp, "%s/data/%lu", shadow, (unsigned long)ino);
+/* SHADOW/dir/INO */
+static void shadow_path(char *out, size_t n, const char *dir, ino_t ino) {
+    snprintf(out, n, "%s/%s/%lu", shadow, dir, (unsigned long)ino);
+}
+
+/* Make [from, to) of file `ino` durable in the shadow file dp; to < 0:
+ * the whole file and its size. Caller holds data_mu. Files with no
+ * live/INO have not changed since the start and are left alone. */
+static void shadow_copy_to(ino_t ino, const char *dp, off_t from, off_t to) {
+    char lp[PATH_MAX + 64];
+    shadow_path(lp, sizeof lp, "live", ino);
     int e = errno;
     openat_t op = REAL(openat_t, openat);
     int lf = op(AT_FDCWD, lp, O_RDONLY | O_CLOEXEC);
@@ -336,9 +352,51 @@ out:
     errno = e;
 }
 
+/* ... in data/INO, in place: a copy cut short by the kill leaves some
+ * pages new, as a sync cut short by a power cut would. */
+static void shadow_copy(ino_t ino, off_t from, off_t to) {
+    char dp[PATH_MAX + 64];
+    shadow_path(dp, sizeof dp, "data", ino);
+    shadow_copy_to(ino, dp, from, to);
+}
+
 static void shadow_copy_locked(ino_t ino, off_t from, off_t to) {
     pthread_mutex_lock(&data_mu);
     shadow_copy(ino, from, to);
+    pthread_mutex_unlock(&data_mu);
+}
+
+/* Keep inode st->st_ino (the regular file at dirfd/path) alive in live/,
+ * so that its content is there for the harness whatever happens to its
+ * names. Caller holds ns_mu. */
+static void keep_inode(int dirfd, const char *path, const struct stat *st) {
+    char lp[PATH_MAX + 64];
+    shadow_path(lp, sizeof lp, "live", st->st_ino);
+    int e = errno;
+    if (REAL(linkat_t, linkat)(dirfd, path, AT_FDCWD, lp, 0) < 0 &&
+        errno != EEXIST)
+        jline("! live link %s: %s", lp, strerror(errno));
+    errno = e;
+}
+
+/* The regular file at dirfd/path is about to change: unless its durable
+ * content is already recorded (data/INO exists: created in this run, or
+ * kept before), record its current content as durable, and keep its
+ * inode. Caller holds ns_mu. */
+static void keep_content(int dirfd, const char *path, const struct stat *st) {
+    char dp[PATH_MAX + 64], tmp[PATH_MAX + 80];
+    shadow_path(dp, sizeof dp, "data", st->st_ino);
+    if (access(dp, F_OK) == 0) return;
+    keep_inode(dirfd, path, st);
+    /* Whole or not at all: a partial pre-image would pass for a durable
+     * size smaller than the file's. */
+    snprintf(tmp, sizeof tmp, "%s.tmp", dp);
+    pthread_mutex_lock(&data_mu);
+    shadow_copy_to(st->st_ino, tmp, 0, -1);
+    int e = errno;
+    if (REAL(renameat_t, renameat)(AT_FDCWD, tmp, AT_FDCWD, dp) < 0)
+        jline("! %s: %s", dp, strerror(errno));
+    errno = e;
     pthread_mutex_unlock(&data_mu);
 }
 
@@ -583,21 +641,45 @@ ssize_t pwritev64v2(int fd, const struct iovec *iov, int cnt, off_t off,
 }
 
 /* ---- names ---------------------------------------------------------------------- */
-/* Every open variant lands here. Only an open that may create a name below
- * ROOT is journaled; it runs under ns_mu so that nothing else changes the
- * directory between the existence check and the open. */
+/* Answer the "+" line of the operation that returned r (with "= 0" or
+ * "- ERRNO") and release ns_mu; errno is kept. */
+static int answer_unlock(int r) {
+    int e = errno;
+    if (r == 0)
+        jline("= 0");
+    else
+        jline("- %d", e);
+    pthread_mutex_unlock(&ns_mu);
+    errno = e;
+    return r;
+}
+
+/* Release ns_mu after an operation that wrote no "+" line. */
+static int unlock_keep_errno(int r) {
+    int e = errno;
+    pthread_mutex_unlock(&ns_mu);
+    errno = e;
+    return r;
+}
+
+/* Every open variant lands here. An open below ROOT that may create a name
+ * is journaled, one that may change an existing file keeps its pre-image;
+ * both run under ns_mu so that nothing else changes the directory between
+ * the check and the open. */
 static int do_open(int dirfd, const char *path, int flags, mode_t mode) {
     openat_t op = REAL(openat_t, openat);
     ino_t dino;
     char name[NAMEBUF];
-    if (!(flags & O_CREAT) || !locate(dirfd, path, &dino, name))
-        return op(dirfd, path, flags, mode);
+    int writes = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+    if (!(flags & O_CREAT) && !writes) return op(dirfd, path, flags, mode);
+    if (!locate(dirfd, path, &dino, name)) return op(dirfd, path, flags, mode);
     pthread_mutex_lock(&ns_mu);
     struct stat st;
-    if (fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        int fd = op(dirfd, path, flags, mode);
-        pthread_mutex_unlock(&ns_mu);
-        return fd;
+    int exists = fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (exists || !(flags & O_CREAT)) {
+        if (exists && writes && S_ISREG(st.st_mode))
+            keep_content(dirfd, path, &st);
+        return unlock_keep_errno(op(dirfd, path, flags, mode));
     }
     jline("+ C %lu %s", (unsigned long)dino, name);
     int fd = op(dirfd, path, flags, mode);
@@ -605,11 +687,17 @@ static int do_open(int dirfd, const char *path, int flags, mode_t mode) {
     if (fd >= 0 && fstat(fd, &st) == 0) {
         char from[64], to[PATH_MAX + 64];
         snprintf(from, sizeof from, "/proc/self/fd/%d", fd);
-        snprintf(to, sizeof to, "%s/live/%lu", shadow,
-                 (unsigned long)st.st_ino);
+        shadow_path(to, sizeof to, "live", st.st_ino);
         if (REAL(linkat_t, linkat)(AT_FDCWD, from, AT_FDCWD, to,
                                    AT_SYMLINK_FOLLOW) < 0)
             jline("! live link %s: %s", to, strerror(errno));
+        shadow_path(to, sizeof to, "data", st.st_ino);
+        int dfd = op(AT_FDCWD, to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                     0644); /* nothing of a new file is durable yet */
+        if (dfd < 0)
+            jline("! %s: %s", to, strerror(errno));
+        else
+            close(dfd);
         jline("= %lu", (unsigned long)st.st_ino);
     } else if (fd >= 0) {
         jline("! fstat after create: %s", strerror(errno));
@@ -711,27 +799,6 @@ int mkdir(const char *path, mode_t mode) {
     return mkdirat(AT_FDCWD, path, mode);
 }
 
-/* Answer the "+" line of the operation that returned r (with "= 0" or
- * "- ERRNO") and release ns_mu; errno is kept. */
-static int answer_unlock(int r) {
-    int e = errno;
-    if (r == 0)
-        jline("= 0");
-    else
-        jline("- %d", e);
-    pthread_mutex_unlock(&ns_mu);
-    errno = e;
-    return r;
-}
-
-/* Release ns_mu after an operation that wrote no "+" line. */
-static int unlock_keep_errno(int r) {
-    int e = errno;
-    pthread_mutex_unlock(&ns_mu);
-    errno = e;
-    return r;
-}
-
 static int do_rename(int ofd, const char *op, int nfd, const char *np,
                      unsigned flags) {
     renameat2_t real2 = REAL(renameat2_t, renameat2);
@@ -749,6 +816,10 @@ static int do_rename(int ofd, const char *op, int nfd, const char *np,
     }
     if (fstatat(ofd, op, &st, AT_SYMLINK_NOFOLLOW) < 0)
         return unlock_keep_errno(RUN()); /* fails: nothing to rename */
+    struct stat victim;
+    if (b && fstatat(nfd, np, &victim, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG(victim.st_mode))
+        keep_inode(nfd, np, &victim); /* it loses its name */
     jline("+ R %lu %s %lu %s %lu", (unsigned long)(a ? od : 0), on,
           (unsigned long)(b ? nd : 0), nn, (unsigned long)st.st_ino);
     return answer_unlock(RUN());
@@ -775,9 +846,30 @@ int unlinkat(int dirfd, const char *path, int flags) {
     pthread_mutex_lock(&ns_mu);
     if (fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) < 0)
         return unlock_keep_errno(real(dirfd, path, flags)); /* fails */
+    if (S_ISREG(st.st_mode)) keep_inode(dirfd, path, &st);
     jline("+ U %lu %s %lu", (unsigned long)dino, name,
           (unsigned long)st.st_ino);
     return answer_unlock(real(dirfd, path, flags));
+}
+
+/* truncate by name changes content: keep the pre-image first. */
+static int do_truncate(const char *path, off_t len, truncate_t real) {
+    ino_t dino;
+    char name[NAMEBUF];
+    struct stat st;
+    if (!locate(AT_FDCWD, path, &dino, name)) return real(path, len);
+    pthread_mutex_lock(&ns_mu);
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+        st.st_dev == root_dev)
+        keep_content(AT_FDCWD, path, &st);
+    return unlock_keep_errno(real(path, len));
+}
+
+int truncate(const char *path, off_t len) {
+    return do_truncate(path, len, REAL(truncate_t, truncate));
+}
+int truncate64(const char *path, off_t len) {
+    return do_truncate(path, len, REAL(truncate_t, truncate64));
 }
 
 int unlink(const char *path) { return unlinkat(AT_FDCWD, path, 0); }
