@@ -1,0 +1,100 @@
+"""Run one benchmark function in a child process and bring its result back.
+
+    result = run_child("edge_topics", params, timeout=600)
+
+The child runs ``python bench/children.py MODULE`` with params (JSON) on
+stdin, imports bench/MODULE.py, calls its ``child(params)`` and prints the
+returned dict as JSON on stdout. The child applies its own resource limits
+(``limits(params)``), so the parent keeps its own. A child that raises,
+is killed by a signal (SIGBUS, SIGSEGV, the OOM killer) or times out gives
+a result {"failed": ...} instead of an exception in the parent: a failure
+is a finding of the benchmark, not a crash of it.
+"""
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def run_child(module, params, timeout):
+    env = dict(os.environ)
+    # a checkout without an install still imports pylog from its root
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (HERE, ROOT, env.get("PYTHONPATH")) if p)
+    try:
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), module],
+                           input=json.dumps(params), capture_output=True,
+                           text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"failed": f"timed out after {timeout} s"}
+    if p.returncode < 0:
+        sig = signal.Signals(-p.returncode).name
+        return {"failed": f"killed by {sig}", "stderr": p.stderr[-2000:]}
+    if p.returncode:
+        return {"failed": f"exit status {p.returncode}",
+                "stderr": p.stderr[-2000:]}
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"failed": "no result on stdout", "stdout": p.stdout[-2000:],
+                "stderr": p.stderr[-2000:]}
+
+
+def set_limits(nofile=None, address_space=None):
+    """Lower this process's soft limits (the hard ones stay)."""
+    out = {}
+    if nofile:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft = nofile if hard == resource.RLIM_INFINITY else min(nofile, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        out["RLIMIT_NOFILE"] = soft
+    if address_space:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        soft = (address_space if hard == resource.RLIM_INFINITY
+                else min(address_space, hard))
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        out["RLIMIT_AS"] = soft
+    return out
+
+
+class relaxed_nofile:
+    """Within the block the soft RLIMIT_NOFILE is the hard one: measuring
+    (listing /proc/self/fd, reading /proc/self/maps, walking a directory)
+    needs descriptors of its own, also when the code measured used up its
+    limit. Measurements open and close their files inside the block."""
+
+    def __enter__(self):
+        self.saved = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (self.saved[1], self.saved[1]))
+
+    def __exit__(self, *exc):
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.saved)
+
+
+def describe_error(exc):
+    """An exception as a result: its type (with errno if any) and message."""
+    out = {"error": type(exc).__name__, "message": str(exc)[:500]}
+    if isinstance(exc, OSError) and exc.errno:
+        import errno
+        out["errno"] = errno.errorcode.get(exc.errno, exc.errno)
+    return out
+
+
+def _main():
+    module = sys.argv[1]
+    params = json.loads(sys.stdin.read())
+    sys.path.insert(0, HERE)
+    mod = __import__(module)
+    result = mod.child(params)
+    sys.stdout.write("\n" + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _main()
