@@ -475,9 +475,15 @@ def main(argv=None):
                     help="spread the backlog over this many topics (1)")
     ap.add_argument("--topics", default=None,
                     help="comma-separated topic counts (1000,10000)")
+    ap.add_argument("--render", metavar="FILE", default=None,
+                    help="print the text report of an earlier --json run")
     ap.add_argument("-v", "--verbose", action="store_true",
                     help="progress on stderr")
     args = ap.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            print(render(json.load(f)))
+        return 0
     args.open_options = parse_options(args.open_option)
     only = WORKLOADS
     if args.only:
