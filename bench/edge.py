@@ -58,8 +58,7 @@ FULL = {
                 "as_limits": [None, 3 * GiB], "sample_every": 1_000_000},
     "budgets": {"sizes_mib": [1, 2, 4], "batches": [1, 100, 1000],
                 "factor": 20, "segment_divisors": [0, 4], "after_full": 10},
-    "wamp": {"records": {"single": 3000, "batch": 30_000}, "seconds": 3.0,
-             "rounds": 3},
+    "wamp": wamp.FULL,
     "gets": {"records": 1_000_000, "gets": 100_000, "rounds": 5},
 }
 QUICK = {
@@ -68,8 +67,7 @@ QUICK = {
                 "as_limits": [None, 3 * GiB], "sample_every": 200_000},
     "budgets": {"sizes_mib": [1, 2, 4], "batches": [1, 100], "factor": 3,
                 "segment_divisors": [0, 4], "after_full": 2},
-    "wamp": {"records": {"single": 300, "batch": 3000}, "seconds": 0.3,
-             "rounds": 1},
+    "wamp": wamp.QUICK,
     "gets": {"records": 200_000, "gets": 20_000, "rounds": 2},
 }
 
@@ -328,6 +326,10 @@ def render_budgets(res, targets):
              f"{res['factor']}x max_bytes)"]
     refusals = {}
     by_size = {}    # max_bytes -> [defaults-only cases]
+    groups = {}     # (max_bytes, segment_bytes) -> [cases]
+    for c in res["cases"]:
+        groups.setdefault((c["max_bytes"], c.get("segment_bytes_given")),
+                          []).append(c)
     for c in res["cases"]:
         seg = c.get("segment_bytes_given")
         segtxt = size(seg) if seg else "default"
@@ -339,7 +341,15 @@ def render_budgets(res, targets):
         if err:
             k = refusals.setdefault(f"{err['error']}: {err['message']}",
                                     len(refusals) + 1)
-            lines.append(f"{head} refused ({k})")
+            group = groups[(c["max_bytes"], seg)]
+            same = all((g.get("open_error") or g.get("create_error")) == err
+                       for g in group)
+            if not same:
+                lines.append(f"{head} refused ({k})")
+            elif c is group[0]:     # one line for a group refused alike
+                head = (f"  {size(c['max_bytes']):>9} {segtxt:>13} "
+                        f"{'(all ' + str(len(group)) + ' cases)':<17}")
+                lines.append(f"{head} refused ({k})")
             continue
         uf = c.get("usable_fraction")
         vf = c.get("value_fraction")
@@ -394,6 +404,15 @@ def render_gets(res, targets):
                      f" {s['warm_all_mean_us']:>12.2f} us {ratio}")
     lines.append("  ratio = peer us / pylog us (pylog gets per second / "
                  "the peer's; higher is better for pylog)")
+    for name in ("pylog", "sqlite", "lmdb"):
+        s = st[name]
+        if "slow_in_warm" not in s:
+            continue
+        us = s["slow_every_time_median_us"]
+        lines.append(f"  {name}: {s['slow_in_warm']:,.0f} gets of the warm "
+                     f"pass took > 4x its median; {s['slow_every_time']:,.0f}"
+                     f" of those offsets stayed that slow on 3 more reads"
+                     + (f" (median {us:.1f} us)" if us else ""))
     targets.append((f"gets: warm median {py['warm_median_us']:.2f} us "
                     "<= 3 us", py["warm_median_us"] <= 3))
     for name, want in (("sqlite", 1.0), ("lmdb", 0.5)):

@@ -13,6 +13,9 @@ warm: it was just written) and reads:
   warm    k other random offsets, each timed on its own (median, p99)
   warm-all k other random offsets timed as one loop: mean us per get
           without the timer's own cost, for the side-by-side ratio
+  slow    the offsets of the warm pass slower than 4x its median, read
+          three more times: how many are slow every time (a cost paid on
+          every read of an offset, not once)
 
 pylog: topic.get(offset).value; SQLite: SELECT v ... WHERE id = ?; LMDB:
 txn.get(key) in one read transaction per pass. Every per-get time includes
@@ -29,6 +32,8 @@ import time
 KEY = struct.Struct(">Q").pack
 VALUE = b"v" * 100
 BATCH = 1000
+SLOW = 4        # a get slower than 4x the warm median is "slow"
+REPEAT = 3      # slow warm offsets are read again this many times
 
 
 def _pylog_store(pylog, d, opts):
@@ -164,10 +169,20 @@ def child(p):
             for o in offs[2]:
                 get(o)
             whole = time.perf_counter() - t0
+            # offsets slow in the warm pass: slow again on every re-read?
+            med = sorted(warm)[len(warm) // 2]
+            slow = [o for o, t in zip(offs[1], warm) if t > SLOW * med]
+            again = [_timed_each(get, slow) for _ in range(REPEAT)]
+            stuck = [min(ts) for ts in zip(*again)
+                     if min(ts) > SLOW * med]
             close()
-            samples[name].append({"first": _summary(first),
-                                  "warm": _summary(warm),
-                                  "warm_all_mean_us": whole / k * 1e6})
+            samples[name].append({
+                "first": _summary(first), "warm": _summary(warm),
+                "warm_all_mean_us": whole / k * 1e6,
+                "slow_in_warm": len(slow), "slow_every_time": len(stuck),
+                "slow_every_time_median_us":
+                    (sorted(stuck)[len(stuck) // 2] / 1e3 if stuck
+                     else None)})
     out = {"records": n, "gets": k, "rounds": rounds, "timer_ns": timer,
            "setup_seconds": setup, "stores": {}}
     for name, ss in samples.items():
@@ -180,5 +195,11 @@ def child(p):
         vals = [s["warm_all_mean_us"] for s in ss]
         agg["warm_all_mean_us"] = statistics.median(vals)
         agg["warm_all_mean_us_range"] = [min(vals), max(vals)]
+        for fig in ("slow_in_warm", "slow_every_time"):
+            agg[fig] = statistics.median(s[fig] for s in ss)
+        us = [s["slow_every_time_median_us"] for s in ss
+              if s["slow_every_time_median_us"] is not None]
+        agg["slow_every_time_median_us"] = (statistics.median(us) if us
+                                            else None)
         out["stores"][name] = agg
     return out

@@ -15,9 +15,10 @@ Two figures per case, both divided by the value bytes appended:
 
   process   /proc/self/io write_bytes of the child: bytes of page cache
             the process dirtied (write(2), pwritev(2) or stores into a
-            shared file mapping), charged when a page becomes dirty; a page
-            written back by an fsync and dirtied again counts again. It
-            does not see the file system's own writes (journal, inodes).
+            shared file mapping), charged in whole pages (or whole large
+            folios) when they become dirty; a page written back by an
+            fsync and dirtied again counts again. It does not see the file
+            system's own writes (journal, inodes).
   device    512-byte sectors the block device holding the directory wrote
             (/sys/dev/block/M:N/stat) from the first sync(2) to the one
             after close: data, journal and metadata, as the flash sees
@@ -56,6 +57,12 @@ CASES = [
     ("lmdb.sync", "LMDB sync=True", "lmdb", True),
 ]
 SHAPES = [("single", 1), ("batch", BATCH)]
+
+# run() arguments of a full and a quick run (bench/edge.py, bench/compare.py)
+FULL = {"records": {"single": 3000, "batch": 30_000}, "seconds": 3.0,
+        "rounds": 3}
+QUICK = {"records": {"single": 300, "batch": 3000}, "seconds": 0.3,
+         "rounds": 1}
 
 
 # ---- stores: setup(d) makes it; start(d) -> (append(i), close) -------------
