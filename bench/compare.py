@@ -1254,11 +1254,16 @@ def main(argv=None):
             res = wamp.run(h.base, **(wamp.QUICK if q else wamp.FULL),
                            progress=h.progress)
             rows = []
-            for r in wamp.summarize(res)["rows"]:
+            summary = wamp.summarize(res)
+            for r in summary["rows"]:
                 rows.append({**r, "metric": f"w10.{r['case']}.{r['shape']}",
                              "label": f"{r['label']}, {r['shape']}",
                              "unit": "B/B",
                              "median": r.get("process_per_byte")})
+            if summary["idle_device_bytes"] is not None:
+                rows.append({"metric": "w10.idle", "unit": "KiB",
+                             "label": "idle: device writes in the same wait",
+                             "median": summary["idle_device_bytes"] / 1024})
             results.append({"id": "W10", "title": "write amplification: "
                             "bytes written per value byte appended (child "
                             "processes)", "unit": "B/B", "rows": rows,
@@ -1302,7 +1307,7 @@ def fmt(v, unit):
         if v >= 1e3:
             return f"{v / 1e3:.1f} k"
         return f"{v:.0f}"
-    if unit == "x":
+    if unit in ("x", "B/B"):
         return f"{v:.2f}"
     return f"{v:.1f}"
 

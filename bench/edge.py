@@ -140,14 +140,18 @@ def run_backlog(cfg, args, progress):
             "topics": cfg["topics"]}
 
 
-def run_budgets(cfg, args, progress):
-    d = tempfile.mkdtemp(prefix="budgets-", dir=args.dir)
-    progress("budgets")
-    try:
-        return children.run_child("edge_budgets", {
-            "dir": d, "open_options": args.open_options, **cfg}, timeout=3600)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+def one_child(name, module):
+    """A runner that runs module's child(cfg) once, in a fresh directory."""
+    def run(cfg, args, progress):
+        d = tempfile.mkdtemp(prefix=f"{name}-", dir=args.dir)
+        progress(name)
+        try:
+            return children.run_child(module, {
+                "dir": d, "open_options": args.open_options, **cfg},
+                timeout=3600)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    return run
 
 
 def run_wamp(cfg, args, progress):
@@ -155,18 +159,9 @@ def run_wamp(cfg, args, progress):
                     args.open_options, progress)
 
 
-def run_gets(cfg, args, progress):
-    d = tempfile.mkdtemp(prefix="gets-", dir=args.dir)
-    progress("gets")
-    try:
-        return children.run_child("edge_gets", {
-            "dir": d, "open_options": args.open_options, **cfg}, timeout=3600)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 RUNNERS = {"topics": run_topics, "backlog": run_backlog,
-           "budgets": run_budgets, "wamp": run_wamp, "gets": run_gets}
+           "budgets": one_child("budgets", "edge_budgets"), "wamp": run_wamp,
+           "gets": one_child("gets", "edge_gets")}
 
 
 # ---------------------------------------------------------------------------
