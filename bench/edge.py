@@ -16,7 +16,8 @@ Workloads (each runnable alone with --only NAME):
            read-back. Failures (EMFILE, DiskFullError, ...) are results.
   backlog  a 10 GiB backlog read from start to end in a child process
            (1,024 descriptors; again under RLIMIT_AS = 3 GiB): peak mapped
-           bytes of the log's files, fds, maps, RSS before and after.
+           bytes of the log's files, fds, maps, RSS before and after; then
+           10 GiB over 1,000 topics, read under RLIMIT_AS = 3 GiB.
   budgets  max_bytes of 1, 2 and 4 MiB with default options and each
            on_full: the fraction of max_bytes that holds records when
            on_full first acts, and the errors raised.
@@ -54,8 +55,10 @@ GiB, MiB, KiB = 1 << 30, 1 << 20, 1 << 10
 
 FULL = {
     "topics": {"counts": [1000, 10000], "records": 100, "nofile": 1024},
-    "backlog": {"total_bytes": 10 * GiB, "batch": 1000, "topics": 1,
-                "as_limits": [None, 3 * GiB], "sample_every": 1_000_000},
+    "backlog": {"total_bytes": 10 * GiB, "batch": 1000,
+                "layouts": [{"topics": 1, "as_limits": [None, 3 * GiB]},
+                            {"topics": 1000, "as_limits": [3 * GiB]}],
+                "sample_every": 1_000_000},
     "budgets": {"sizes_mib": [1, 2, 4], "batches": [1, 100, 1000],
                 "factor": 20, "segment_divisors": [0, 4], "after_full": 10},
     "wamp": wamp.FULL,
@@ -63,8 +66,10 @@ FULL = {
 }
 QUICK = {
     "topics": {"counts": [100, 400], "records": 20, "nofile": 256},
-    "backlog": {"total_bytes": 256 * MiB, "batch": 1000, "topics": 1,
-                "as_limits": [None, 3 * GiB], "sample_every": 200_000},
+    "backlog": {"total_bytes": 256 * MiB, "batch": 1000,
+                "layouts": [{"topics": 1, "as_limits": [None, 3 * GiB]},
+                            {"topics": 50, "as_limits": [3 * GiB]}],
+                "sample_every": 200_000},
     "budgets": {"sizes_mib": [1, 2, 4], "batches": [1, 100], "factor": 3,
                 "segment_divisors": [0, 4], "after_full": 2},
     "wamp": wamp.QUICK,
@@ -113,18 +118,25 @@ def run_topics(cfg, args, progress):
 
 
 def run_backlog(cfg, args, progress):
+    return {"layouts": [run_backlog_layout(cfg, lay["topics"],
+                                           lay["as_limits"], args, progress)
+                        for lay in cfg["layouts"]]}
+
+
+def run_backlog_layout(cfg, topics, as_limits, args, progress):
     d = tempfile.mkdtemp(prefix="backlog-", dir=args.dir)
     try:
-        progress(f"backlog: writing {cfg['total_bytes'] / GiB:.2f} GiB")
+        progress(f"backlog: writing {cfg['total_bytes'] / GiB:.2f} GiB "
+                 f"over {topics} topic(s)")
         log = os.path.join(d, "log")
         w = children.run_child("edge_backlog", {
             "role": "writer", "dir": log, "total_bytes": cfg["total_bytes"],
             "value_bytes": 100, "batch": cfg["batch"],
-            "topics": cfg["topics"], "open_options": args.open_options},
+            "topics": topics, "open_options": args.open_options},
             timeout=3600)
         readers = []
         if "failed" not in w:
-            for lim in cfg["as_limits"]:
+            for lim in as_limits:
                 progress(f"backlog: reading (RLIMIT_AS "
                          f"{lim / GiB if lim else 'unlimited'})")
                 os.sync()
@@ -137,7 +149,7 @@ def run_backlog(cfg, args, progress):
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return {"writer": w, "readers": readers, "total_bytes": cfg["total_bytes"],
-            "topics": cfg["topics"]}
+            "topics": topics}
 
 
 def one_child(name, module):
@@ -267,15 +279,23 @@ def render_topics(res, targets):
 
 
 def render_backlog(res, targets):
+    lines = []
+    for lay in res.get("layouts", [res]):
+        lines += render_backlog_layout(lay, targets)
+    return lines
+
+
+def render_backlog_layout(res, targets):
     w = res["writer"]
     if "failed" in w:
         return [f"  writer failed: {w['failed']} {w.get('stderr', '')[-300:]}"]
     lines = [f"  backlog: {w['records']:,} records of 100 B, "
              f"{size(w['record_bytes'])} in {w['segments']} segments over "
-             f"{res['topics']} topic(s), written in {w['seconds']:.1f} s"]
+             f"{res['topics']:,} topic(s), written in {w['seconds']:.1f} s"]
     for r in res["readers"]:
         lim = r.get("as_limit")
-        name = f"RLIMIT_AS {size(lim)}" if lim else "no RLIMIT_AS"
+        name = (f"{res['topics']:,} topic(s), "
+                + (f"RLIMIT_AS {size(lim)}" if lim else "no RLIMIT_AS"))
         lines.append(f"  read from start to end, RLIMIT_NOFILE 1024, {name}")
         if "failed" in r:
             lines.append(f"      child failed: {r['failed']} "
@@ -286,8 +306,9 @@ def render_backlog(res, targets):
         a = r.get("after_read")
         if "error" in r:
             lines.append(f"      FAILED in {r['failed_phase']} after "
-                         f"{r['records_read']:,} records: {r['error']} "
-                         f"{r.get('message', '')}")
+                         f"{r['records_read']:,} records and "
+                         f"{r.get('topics_opened', 0):,} topics opened: "
+                         f"{r['error']} {r.get('message', '')}")
         else:
             lines.append(f"      {r['records_read']:,} records in "
                          f"{r['read_seconds']:.1f} s ({rate(r['rate'])})")
@@ -301,6 +322,8 @@ def render_backlog(res, targets):
             f"{mib(r['after_close'].get('VmRSS'))}"]
         t = f"backlog ({name}): "
         targets.append((t + "read completes", "error" not in r))
+        if "error" in r:        # the peaks of a failed read prove nothing
+            continue
         targets.append((t + f"peak mapped segments "
                         f"{size(pk['mapped_segments'])} <= 256 MiB",
                         pk["mapped_segments"] <= 256 * MiB))
@@ -486,7 +509,9 @@ def main(argv=None):
     ap.add_argument("--backlog-gib", type=float, default=None,
                     help="backlog size (default 10, --quick 0.25)")
     ap.add_argument("--backlog-topics", type=int, default=None,
-                    help="spread the backlog over this many topics (1)")
+                    help="spread the backlog over this many topics only "
+                    "(default: 1 topic, then 1,000 under RLIMIT_AS; --quick "
+                    "50)")
     ap.add_argument("--topics", default=None,
                     help="comma-separated topic counts (1000,10000)")
     ap.add_argument("--render", metavar="FILE", default=None,
@@ -510,7 +535,8 @@ def main(argv=None):
     if args.backlog_gib:
         cfg["backlog"]["total_bytes"] = int(args.backlog_gib * GiB)
     if args.backlog_topics:
-        cfg["backlog"]["topics"] = args.backlog_topics
+        cfg["backlog"]["layouts"] = [{"topics": args.backlog_topics,
+                                      "as_limits": [None, 3 * GiB]}]
     if args.topics:
         cfg["topics"]["counts"] = [int(x) for x in args.topics.split(",")]
 

@@ -98,6 +98,7 @@ def reader(p):
     except Exception as e:
         out["failed_phase"] = "open" if "before_read" not in out else "read"
         out.update(children.describe_error(e))
+        out["at_failure"] = sample()
     out["records_read"] = read
     out["topics_opened"] = len(topics)
     try:
