@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """pylog on a gateway: disk, descriptors, maps, memory and write amplification.
 
-    python bench/edge.py                  # full run (tens of minutes, ~30 GB
-                                          # of free disk for today's core)
+    python bench/edge.py                  # full run (about 6 minutes here;
+                                          # ~20 GB of free disk for today's
+                                          # core, which preallocates)
     python bench/edge.py --quick          # small sizes, for CI (< 1 min)
     python bench/edge.py --only topics,gets --json
     python bench/edge.py --open-option max_open_files=256   # to pylog.open

@@ -197,12 +197,14 @@ def child(p):
     value_bytes = calls * per_call * VALUE_BYTES
     out.update({
         "records": calls * per_call, "value_bytes": value_bytes,
-        "write_bytes": io1["write_bytes"] - io0["write_bytes"],
-        "cancelled_write_bytes": (io1["cancelled_write_bytes"]
-                                  - io0["cancelled_write_bytes"]),
-        "wchar": io1["wchar"] - io0["wchar"],
         "device_bytes": (None if dev0 is None
                          else (dev1 - dev0) * procstat.SECTOR)})
+    if io0 is None or io1 is None:      # a kernel without task I/O stats
+        out.update({"error": "NoProcIo", "message": "/proc/self/io is not "
+                    "readable here"})
+        return out
+    for k in ("write_bytes", "cancelled_write_bytes", "wchar"):
+        out[k] = io1[k] - io0[k]
     out["process_per_byte"] = out["write_bytes"] / value_bytes
     if out["device_bytes"] is not None:
         out["device_per_byte"] = out["device_bytes"] / value_bytes
