@@ -5,10 +5,15 @@
 The child runs ``python bench/children.py MODULE`` with params (JSON) on
 stdin, imports bench/MODULE.py, calls its ``child(params)`` and prints the
 returned dict as JSON on stdout. The child applies its own resource limits
-(``limits(params)``), so the parent keeps its own. A child that raises,
-is killed by a signal (SIGBUS, SIGSEGV, the OOM killer) or times out gives
-a result {"failed": ...} instead of an exception in the parent: a failure
-is a finding of the benchmark, not a crash of it.
+(``set_limits``), so the parent keeps its own.
+
+A child that raises a pylog error, an OSError or MemoryError, is killed by
+a signal (SIGBUS, SIGSEGV, the OOM killer) or times out gives a result
+{"failed": ...} instead of an exception in the parent: a failure of the
+code measured is a finding of the benchmark, not a crash of it. Any other
+exception is a fault of the benchmark itself: its result also carries
+"harness_error", which ``harness_errors`` finds, so that a run can fail
+when its own code is broken (CI) without asserting any figure.
 """
 import json
 import os
@@ -37,7 +42,7 @@ def run_child(module, params, timeout):
         return {"failed": f"killed by {sig}", "stderr": p.stderr[-2000:]}
     if p.returncode:
         return {"failed": f"exit status {p.returncode}",
-                "stderr": p.stderr[-2000:]}
+                "harness_error": True, "stderr": p.stderr[-2000:]}
     try:
         return json.loads(p.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -86,12 +91,37 @@ def describe_error(exc):
     return out
 
 
+def harness_errors(result):
+    """The child results inside result (nested dicts and lists) that
+    failed through a fault of the benchmark's own code."""
+    out = []
+    if isinstance(result, dict):
+        if result.get("harness_error"):
+            out.append(result)
+        for v in result.values():
+            out += harness_errors(v)
+    elif isinstance(result, list):
+        for v in result:
+            out += harness_errors(v)
+    return out
+
+
 def _main():
     module = sys.argv[1]
     params = json.loads(sys.stdin.read())
     sys.path.insert(0, HERE)
     mod = __import__(module)
-    result = mod.child(params)
+    try:
+        result = mod.child(params)
+    except (OSError, MemoryError) as e:     # PylogIOError is an OSError
+        result = {"failed": f"raised {type(e).__name__}",
+                  **describe_error(e)}
+    except Exception as e:
+        import pylog
+        if not isinstance(e, pylog.PylogError):
+            raise       # the benchmark's own fault: exit status 1
+        result = {"failed": f"raised {type(e).__name__}",
+                  **describe_error(e)}
     sys.stdout.write("\n" + json.dumps(result) + "\n")
     sys.stdout.flush()
 

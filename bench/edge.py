@@ -33,7 +33,8 @@ Workloads (each runnable alone with --only NAME):
 
 Every workload runs in child processes (bench/children.py); the parent
 only prints. Targets are the ones set for the gateway work; they are shown
-as PASS/MISS for information and never change the exit status. The load
+as PASS/MISS for information and never change the exit status, which is 1
+only when the benchmark's own code failed (see bench/children.py). The load
 average at start and end is printed: the machine may be shared. The device
 figure of wamp counts every writer of the device: put --dir on a file
 system of its own (a loop device) for a clean one.
@@ -204,6 +205,11 @@ def verdict(ok):
     return "PASS" if ok else "MISS"
 
 
+def failed_text(r):
+    """What a failed child said: the error it raised, or its stderr."""
+    return f"{r['failed']}: {r.get('message') or r.get('stderr', '')[-600:]}"
+
+
 def failures_text(fs):
     return [f"      FAILED {f.get('phase', '')}"
             + (f" at topic {f['topic']:,}" if f.get("topic") is not None
@@ -219,8 +225,7 @@ def render_topics(res, targets):
         lines.append(f"  {n:,} topics x {c.get('records_per_topic')} records "
                      f"of 100 B, RLIMIT_NOFILE {res['nofile']}")
         if "failed" in c:
-            lines.append(f"      child failed: {c['failed']} "
-                         f"{c.get('stderr', '')[-300:]}")
+            lines.append(f"      child failed: {failed_text(c)}")
             continue
         lines += failures_text(c["failures"])
         made = c["topics_created"]
@@ -289,7 +294,7 @@ def render_backlog(res, targets):
 def render_backlog_layout(res, targets):
     w = res["writer"]
     if "failed" in w:
-        return [f"  writer failed: {w['failed']} {w.get('stderr', '')[-300:]}"]
+        return [f"  writer failed: {failed_text(w)}"]
     lines = [f"  backlog: {w['records']:,} records of 100 B, "
              f"{size(w['record_bytes'])} in {w['segments']} segments over "
              f"{res['topics']:,} topic(s), written in {w['seconds']:.1f} s"]
@@ -299,8 +304,7 @@ def render_backlog_layout(res, targets):
                 + (f"RLIMIT_AS {size(lim)}" if lim else "no RLIMIT_AS"))
         lines.append(f"  read from start to end, RLIMIT_NOFILE 1024, {name}")
         if "failed" in r:
-            lines.append(f"      child failed: {r['failed']} "
-                         f"{r.get('stderr', '')[-300:]}")
+            lines.append(f"      child failed: {failed_text(r)}")
             targets.append((f"backlog ({name}): read completes", False))
             continue
         pk, b = r["peak"], r.get("before_read", r["start"])
@@ -338,7 +342,7 @@ def render_backlog_layout(res, targets):
 
 def render_budgets(res, targets):
     if "failed" in res:
-        return [f"  child failed: {res['failed']} {res.get('stderr', '')}"]
+        return [f"  child failed: {failed_text(res)}"]
     lines = [f"  {'max_bytes':>9} {'segment_bytes':>13} {'on_full':<11} "
              f"{'batch':>5} {'usable':>7} {'values':>7} {'peak disk':>10}  "
              "errors (appends offered up to "
@@ -402,7 +406,7 @@ def render_budgets(res, targets):
 
 def render_gets(res, targets):
     if "failed" in res:
-        return [f"  child failed: {res['failed']} {res.get('stderr', '')}"]
+        return [f"  child failed: {failed_text(res)}"]
     st = res["stores"]
     lines = [f"  {res['records']:,} records (batches of 1,000), "
              f"{res['gets']:,} random gets per pass, {res['rounds']} rounds "
@@ -475,7 +479,7 @@ def render(doc):
         out.append(f"{name}: {TITLES[name]} "
                    f"({doc['section_seconds'][name]} s)")
         if "failed" in res and name not in ("budgets", "gets"):
-            out.append(f"  failed: {res['failed']}")
+            out.append(f"  failed: {failed_text(res)}")
         else:
             out += RENDER[name](res, targets)
         out.append("")
@@ -572,7 +576,11 @@ def main(argv=None):
         print()
     else:
         print(render(doc))
-    return 0
+    broken = children.harness_errors(results)
+    for b in broken:
+        print(f"benchmark error: {b['failed']}\n{b.get('stderr', '')}",
+              file=sys.stderr)
+    return 1 if broken else 0
 
 
 def _uptime():

@@ -216,7 +216,9 @@ def run(base_dir, records, seconds, rounds, open_options=None,
         progress=None):
     """Every case x shape, `rounds` times round-robin (the order rotates),
     each in a fresh directory and child process; plus one idle case per
-    round. Returns {"cases": [...], "idle": [...]} with every sample."""
+    round. Returns {"cases": [...], "idle": [...]} with every sample.
+    Raises RuntimeError if a child failed through a fault of this code
+    (bench/children.py); failures of the stores are samples."""
     import shutil
     import tempfile
     todo = [(c[0], s[0]) for s in SHAPES for c in CASES]
@@ -237,6 +239,10 @@ def run(base_dir, records, seconds, rounds, open_options=None,
             (idle if case == "idle" else samples[(case, shape)]).append(res)
             if progress:
                 progress(f"  wamp round {r + 1}/{rounds}: {case} {shape}")
+    broken = children.harness_errors([samples[k] for k in todo] + idle)
+    if broken:
+        raise RuntimeError(f"wamp child failed: {broken[0]['failed']}\n"
+                           f"{broken[0].get('stderr', '')}")
     out = []
     for case, shape in todo:
         label = next(c[1] for c in CASES if c[0] == case)
