@@ -26,11 +26,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
+def _pylog_root():
+    """The directory holding the pylog package this process imports (an
+    install, or the checkout's root when run without one), so that the
+    children measure the same build."""
+    try:
+        import pylog
+    except ImportError:
+        return ROOT
+    return os.path.dirname(os.path.dirname(os.path.abspath(pylog.__file__)))
+
+
 def run_child(module, params, timeout):
     env = dict(os.environ)
-    # a checkout without an install still imports pylog from its root
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (HERE, ROOT, env.get("PYTHONPATH")) if p)
+        p for p in (HERE, _pylog_root(), env.get("PYTHONPATH")) if p)
     try:
         p = subprocess.run([sys.executable, os.path.abspath(__file__), module],
                            input=json.dumps(params), capture_output=True,
