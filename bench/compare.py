@@ -28,6 +28,9 @@ Workloads (100-byte values unless stated):
   W5 durable append (fsync per append), 1 and 8 threads
   W6 64 KiB values, MB/s to disk          W7 consume-and-commit loop
   W8 reopen after SIGKILL with a big log W9 anonymous memory while appending
+  W10 write amplification: bytes written per byte appended, single records
+      and batches, every sync mode, next to SQLite and LMDB (bench/wamp.py;
+      child processes, /proc/self/io and the block device's counters)
 """
 import argparse
 import gc
@@ -47,6 +50,8 @@ import threading
 import time
 
 import lmdb
+
+import wamp
 
 try:
     import pylog
@@ -1244,6 +1249,25 @@ def main(argv=None):
             results.append({"id": "W9", "title": f"memory while appending "
                             f"{n_mem:,} records with append() (child process)",
                             "unit": "MiB", "rows": rows, "raw": m})
+        if want("W10"):
+            h.section("W10")
+            res = wamp.run(h.base, **(wamp.QUICK if q else wamp.FULL),
+                           progress=h.progress)
+            rows = []
+            summary = wamp.summarize(res)
+            for r in summary["rows"]:
+                rows.append({**r, "metric": f"w10.{r['case']}.{r['shape']}",
+                             "label": f"{r['label']}, {r['shape']}",
+                             "unit": "B/B",
+                             "median": r.get("process_per_byte")})
+            if summary["idle_device_bytes"] is not None:
+                rows.append({"metric": "w10.idle", "unit": "KiB",
+                             "label": "idle: device writes in the same wait",
+                             "median": summary["idle_device_bytes"] / 1024})
+            results.append({"id": "W10", "title": "write amplification: "
+                            "bytes written per value byte appended (child "
+                            "processes)", "unit": "B/B", "rows": rows,
+                            "lines": wamp.render_lines(res), "raw": res})
         h.section(None)
     finally:
         h.close()
@@ -1283,7 +1307,7 @@ def fmt(v, unit):
         if v >= 1e3:
             return f"{v / 1e3:.1f} k"
         return f"{v:.0f}"
-    if unit == "x":
+    if unit in ("x", "B/B"):
         return f"{v:.2f}"
     return f"{v:.1f}"
 
@@ -1306,6 +1330,9 @@ def render(doc):
     passes = misses = 0
     for wl in doc["workloads"]:
         out.append(f"{wl['id']}  {wl['title']}")
+        if "lines" in wl:       # a workload with a table of its own (W10)
+            out += wl["lines"] + [""]
+            continue
         out.append(f"    {'implementation':<{w}} {'median':>12} {'ratio':>8} "
                    f"{'target':>9}  result")
         for r in wl["rows"]:
