@@ -7,10 +7,10 @@
  * chosen call fail with the chosen errno before it touches the file (or,
  * for a short write, after writing the first short_bytes bytes).
  *
- * Maps (struct pl_map) are refcounted: the segment owns one reference and
- * every reader that hands bytes to Python owns one more. munmap happens at
- * the last unref only, so a zero-copy view never dangles (invariant 8 in
- * topic.c).
+ * Maps (struct pl_map) are refcounted: the file cache (fcache.c) owns one
+ * reference while it keeps a map, and every reader that hands bytes to
+ * Python owns one more. munmap happens at the last unref only, so a
+ * zero-copy view never dangles (invariant 8 in topic.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -231,24 +231,25 @@ int pl_io_fsync_dir(const char *dir) {
     return r;
 }
 
-/* Reserve real blocks for [0, len) so that writes through the map cannot
- * meet ENOSPC (which would arrive as SIGBUS). Where the file system has no
- * fallocate, the range is written with zeros instead. */
-int pl_io_fallocate(int fd, off_t len) {
+/* Reserve real blocks for [off, off + len) so that writes through a map
+ * cannot meet ENOSPC (which would arrive as SIGBUS); the file grows to
+ * off + len if it is shorter. Where the file system has no fallocate, the
+ * range past the file's end is written with zeros instead. */
+int pl_io_fallocate(int fd, off_t off, off_t len) {
     FAULT(PL_IO_FALLOCATE);
     int r;
     do {
-        r = fallocate(fd, 0, 0, len);
+        r = fallocate(fd, 0, off, len);
     } while (r < 0 && errno == EINTR);
     if (r == 0 || (errno != EOPNOTSUPP && errno != ENOSYS)) return r;
     int64_t size;
     if (pl_io_fstat_size(fd, &size) < 0) return -1;
     static const uint8_t zeros[65536];
-    for (off_t off = size; off < len;) {
-        size_t n = (size_t)(len - off) < sizeof zeros ? (size_t)(len - off)
-                                                       : sizeof zeros;
-        if (pl_io_pwrite(fd, zeros, n, off) < 0) return -1;
-        off += (off_t)n;
+    for (off_t o = size > off ? size : off; o < off + len;) {
+        size_t n = (size_t)(off + len - o) < sizeof zeros
+                       ? (size_t)(off + len - o) : sizeof zeros;
+        if (pl_io_pwrite(fd, zeros, n, o) < 0) return -1;
+        o += (off_t)n;
     }
     return 0;
 }
@@ -272,14 +273,17 @@ int pl_io_rename(const char *from, const char *to) { return rename(from, to); }
 int pl_io_unlink(const char *path) { return unlink(path); }
 
 /* ---- maps ------------------------------------------------------------------- */
-pl_map *pl_io_map(int fd, int64_t len, int writable) {
+pl_map *pl_io_map(int fd, int64_t off, int64_t len, int64_t vlen,
+                  int writable) {
     pl_map *m = calloc(1, sizeof *m);
     if (!m) {
         errno = ENOMEM;
         return NULL;
     }
+    if (vlen < len) vlen = len;
+    if (vlen < 1) vlen = 1;
     int prot = PROT_READ | (writable ? PROT_WRITE : 0);
-    void *p = mmap(NULL, (size_t)(len > 0 ? len : 1), prot, MAP_SHARED, fd, 0);
+    void *p = mmap(NULL, (size_t)vlen, prot, MAP_SHARED, fd, off);
     if (p == MAP_FAILED) {
         int e = errno;
         free(m);
@@ -288,6 +292,8 @@ pl_map *pl_io_map(int fd, int64_t len, int writable) {
     }
     m->base = p;
     m->len = len;
+    m->vlen = vlen;
+    m->off = off;
     atomic_init(&m->refs, 1);
     atomic_init(&m->dead, 0);
     return m;
@@ -300,7 +306,8 @@ void pl_map_ref(pl_map *m) {
 void pl_map_unref(pl_map *m) {
     if (!m) return;
     if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
-        munmap(m->base, (size_t)(m->len > 0 ? m->len : 1));
+        munmap(m->base, (size_t)m->vlen);
+        free(m->idx);
         free(m);
     }
 }

@@ -40,6 +40,8 @@
 #define PL_ETIMEDOUT 10 /* a wait ended without the condition */
 #define PL_ENOTFOUND 11 /* no such record (offset_for_time past the end) */
 #define PL_EFULL 12     /* max_bytes reached and on_full did not make room */
+#define PL_ELOST 13     /* the offset lies in a lost range (invariant 9 in
+                           topic.c); pl_topic_read says which */
 
 /* Durability modes (see README and invariant 4 in topic.c). */
 #define PL_SYNC_NONE 0
@@ -54,13 +56,33 @@
 /* Values for the `op` of pl_fault_set. */
 #define PL_IO_WRITE 0     /* pwrite and the copy of a batch into the map */
 #define PL_IO_FSYNC 1     /* fdatasync / fsync of files and directories */
-#define PL_IO_FALLOCATE 2 /* preallocation of a new segment */
+#define PL_IO_FALLOCATE 2 /* allocation as the active segment grows */
 #define PL_IO_OPEN 3      /* open/creat of files */
 #define PL_IO_NOPS 4
 
 typedef struct pl_topic pl_topic;
 typedef struct pl_map pl_map;
 typedef struct pl_notify pl_notify;
+typedef struct pl_cache pl_cache;
+
+/*
+ * The file cache (fcache.c): every descriptor and map the core keeps open
+ * between calls is an entry of one, so that their number stays under
+ * max_open_files and their mapped bytes under max_map_bytes, whatever the
+ * number of topics and segments (least recently used entries are closed
+ * or unmapped; a map still referenced by a reader or a zero-copy view
+ * stays until its last reference goes). Topics of one log share a cache;
+ * each holds a reference. pl_cache_new returns one reference;
+ * pl_cache_free drops one. Errors: PL_EINVAL, PL_ENOMEM.
+ */
+int pl_cache_new(int64_t max_open_files, int64_t max_map_bytes,
+                 pl_cache **out);
+void pl_cache_free(pl_cache *c);
+typedef struct pl_cache_stats {
+    int64_t open_files, maps, map_bytes; /* held by the cache now */
+    int64_t opens, maps_made, evictions; /* since it was made */
+} pl_cache_stats;
+void pl_cache_get_stats(pl_cache *c, pl_cache_stats *out);
 
 typedef struct pl_config {
     int64_t segment_bytes;        /* roll the active segment at this size */
@@ -80,23 +102,31 @@ typedef struct pl_config {
 
 /*
  * pl_topic_open: open (creating if needed) the topic stored in directory
- * `dir`, which must exist. Recovers the active (last) segment: verifies it
- * batch by batch, cuts a torn tail and rebuilds its index. Sealed segments
- * are not read at open; they are checked when first read.
- * On success *out owns the topic; release it with pl_topic_free().
+ * `dir`, which must exist, with its files in `cache`. Recovery
+ * (recover.c): after a clean close nothing is scanned; otherwise every
+ * byte not known durable is verified, in every segment above the
+ * checkpoint, and what does not verify is cut. min_end is the lowest
+ * offset the next append may get (the caller's evidence that offsets up
+ * to it existed, e.g. consumer positions): a gap between the data's end
+ * and it becomes a lost range. What recovery changed is made durable
+ * before this returns. On success *out owns the topic; release it with
+ * pl_topic_free().
  * Errors: PL_EINVAL (bad config), PL_EIO, PL_ENOMEM, PL_EFORMAT.
  */
-int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out);
+int pl_topic_open(const char *dir, const pl_config *cfg, pl_cache *cache,
+                  int64_t min_end, pl_topic **out);
 
-/* Flush (in modes other than "none": fdatasync) and release files and the
- * syncer thread. Idempotent. After it every call returns -PL_ECLOSED. Maps
- * still referenced by readers stay mapped until their last unref. */
+/* Cut the active file to its data, write its index, fdatasync what is not
+ * yet durable (in every sync mode) and release the topic's files. A close
+ * that did all that is clean: the next open scans nothing. Idempotent.
+ * After it every call returns -PL_ECLOSED. Maps still referenced by
+ * readers stay mapped until their last unref. */
 int pl_topic_close(pl_topic *t);
 
 /* Close if needed and free the handle. The handle must not be used after. */
 void pl_topic_free(pl_topic *t);
 
-/* Bytes recovery cut from the torn tail at open (0 for a clean tail). */
+/* Bytes recovery cut at open (0 for a clean tail). */
 int64_t pl_topic_truncated_bytes(pl_topic *t);
 
 /*
@@ -139,7 +169,9 @@ int64_t pl_topic_append_batch(pl_topic *t, int64_t n, const uint8_t *vals,
  * if it is `known`, no reference is taken; otherwise the caller receives a
  * new reference and must pl_map_unref() it.
  * Errors: PL_ERANGE (offset < start or > end), PL_ECORRUPT (a batch failed
- * its checksum; records decoded before it are returned first), PL_EIO.
+ * its checksum; records decoded before it are returned first), PL_ELOST
+ * (offset lies in a lost range: meta[0] and meta[1] hold it, [from, to)),
+ * PL_EIO.
  */
 #define PL_META 8
 #define PL_M_OFFSET 0
@@ -163,13 +195,36 @@ int64_t pl_topic_start_offset(pl_topic *t);
 int64_t pl_topic_end_offset(pl_topic *t);
 int64_t pl_topic_durable_offset(pl_topic *t);
 
-/* Make every appended record durable (fdatasync of each dirty segment). */
+/* Make every appended record durable (fdatasync of each dirty segment)
+ * and write the checkpoint. A log calls it for each topic on its sync
+ * schedule (sync="interval", and the periodic checkpoint of "none"). */
 int pl_topic_flush(pl_topic *t);
+/* Return once every offset below `offset` (at most the end) is durable:
+ * group commit, as appends in sync="always" do. */
+int pl_topic_sync_to(pl_topic *t, int64_t offset);
+/* 1 if records were appended since the last sync (a flush has work). */
+int pl_topic_sync_needed(pl_topic *t);
+
+/* Make the next append get an offset >= offset: [end, offset) becomes a
+ * lost range (the caller has evidence that those offsets existed). */
+int pl_topic_raise_end(pl_topic *t, int64_t offset);
+
+/* The lost ranges known (at most max pairs [from, to) into out); returns
+ * how many there are. */
+int pl_topic_lost(pl_topic *t, int64_t *out, int max);
+
+/* *token: the checksum of the batch holding offset pos - 1 (0 when pos is
+ * at or below start_offset): a consumer position written before its
+ * records were durable is trusted after a crash only if the batch it
+ * follows is still the same. Errors: PL_ERANGE (pos - 1 >= end),
+ * PL_ECORRUPT, PL_ELOST, PL_EIO. */
+int pl_topic_batch_token(pl_topic *t, int64_t pos, uint64_t *token);
 
 /* Number of segment files (bytes on disk: pl_topic_stats). */
 int64_t pl_topic_segment_count(pl_topic *t);
 
-/* Counters since open, and the state that goes with them. */
+/* Lifetime counters (kept in the checkpoint across opens), and the state
+ * that goes with them. */
 typedef struct pl_stats {
     int64_t start_offset, end_offset, durable_offset;
     int64_t segments, bytes_on_disk, truncated_bytes;
@@ -177,6 +232,7 @@ typedef struct pl_stats {
     int64_t retention_dropped_records, retention_dropped_bytes;
     int64_t full_dropped_records, full_dropped_bytes;
     int64_t rejected_records;
+    int64_t lost_records, lost_ranges;
 } pl_stats;
 int pl_topic_stats(pl_topic *t, pl_stats *out);
 

@@ -42,31 +42,53 @@ int64_t pl_seg_disk_bytes(const pl_segment *s) {
     return s->file_bytes + s->idx_bytes;
 }
 
-static int64_t disk_total(pl_topic *t) {
+int64_t pl_disk_total(pl_topic *t) {
     int64_t sum = 0;
     for (int64_t i = 0; i < t->nsegs; i++) sum += pl_seg_disk_bytes(t->segs[i]);
     return sum;
 }
 
-/* Delete the oldest segment (it must be sealed). Caller holds wlock. */
+/* Lost ranges wholly below the start are history: drop them. */
+static void prune_lost(pl_topic *t, int64_t start) {
+    pthread_mutex_lock(&t->lost_mu);
+    int k = 0;
+    while (k < t->nlost && t->lost[k].to <= start) k++;
+    if (k) {
+        memmove(t->lost, t->lost + k, (size_t)(t->nlost - k) * sizeof *t->lost);
+        t->nlost -= k;
+    }
+    pthread_mutex_unlock(&t->lost_mu);
+}
+
+/* Delete the oldest segment (it must be sealed). Caller holds wlock. The
+ * new start is made durable in the checkpoint first, so that an open
+ * after a crash tells a deletion from a segment that went missing. */
 static void delete_first(pl_topic *t, int why) {
     pl_segment *s = t->segs[0];
-    int64_t records = s->end - s->base, bytes = pl_seg_disk_bytes(s);
+    int64_t next = t->segs[1]->base;
+    int64_t records = (s->loaded_once ? s->end : next) - s->base;
+    int64_t bytes = pl_seg_disk_bytes(s);
     pthread_rwlock_wrlock(&t->slock);
     memmove(t->segs, t->segs + 1, (size_t)(t->nsegs - 1) * sizeof *t->segs);
     t->nsegs--;
-    atomic_store(&t->start_offset, t->segs[0]->base);
+    atomic_store(&t->start_offset, next);
     pthread_rwlock_unlock(&t->slock);
+    prune_lost(t, next);
+    if (t->opened) {
+        pthread_mutex_lock(&t->sync_mu);
+        (void)pl_checkpoint(t, -1, 0, 1); /* best effort, like the unlink */
+        pthread_mutex_unlock(&t->sync_mu);
+    }
     pl_io_unlink(s->path);
     char *idx = pl_seg_path(t->dir, s->base, ".idx");
     if (idx) pl_io_unlink(idx);
     free(idx);
     if (why == DROP_FULL) {
-        count_add(&t->n.full_records, records);
-        count_add(&t->n.full_bytes, bytes);
+        count_add(&t->n[PL_N_FULL_RECORDS], records);
+        count_add(&t->n[PL_N_FULL_BYTES], bytes);
     } else {
-        count_add(&t->n.retention_records, records);
-        count_add(&t->n.retention_bytes, bytes);
+        count_add(&t->n[PL_N_RETENTION_RECORDS], records);
+        count_add(&t->n[PL_N_RETENTION_BYTES], bytes);
     }
     pl_seg_free(s);
 }
@@ -74,18 +96,16 @@ static void delete_first(pl_topic *t, int why) {
 /* May retention delete the oldest segment? */
 static int retention_due(pl_topic *t, int64_t now) {
     if (t->nsegs < 2) return 0;
-    pl_segment *s = t->segs[0];
     int64_t floor = atomic_load(&t->floor);
-    if (t->cfg.retain_until_consumed) {
-        if (s->end <= floor) return 1;
-        return 0; /* protected: not every group has passed it */
-    }
-    if (t->cfg.retention_bytes > 0 && disk_total(t) > t->cfg.retention_bytes)
+    if (t->cfg.retain_until_consumed)
+        /* protected until every group has passed it */
+        return t->segs[1]->base <= floor;
+    if (t->cfg.retention_bytes > 0 && pl_disk_total(t) > t->cfg.retention_bytes)
         return 1;
     if (t->cfg.retention_ms > 0) {
-        if (pl_seg_ensure_loaded(t, 0) < 0) return 0; /* unreadable: keep */
-        if (s->max_ts != INT64_MIN && s->max_ts < now - t->cfg.retention_ms)
-            return 1;
+        int64_t mts;
+        if (pl_first_max_ts(t, &mts) < 0) return 0; /* unreadable: keep */
+        if (mts != INT64_MIN && mts < now - t->cfg.retention_ms) return 1;
     }
     return 0;
 }
@@ -105,8 +125,11 @@ int pl_retention_apply_locked(pl_topic *t) {
  * is room but the call waited on room_cv, which releases wlock: other
  * appends may have run meanwhile (filled or rolled the active segment), so
  * whatever the caller computed before the call is stale and it must start
- * over (topic.c: ensure_room). Using stale state here once truncated a
- * sealed segment below records appended during the wait. */
+ * over (append.c: ensure_room). Using stale state here once truncated a
+ * sealed segment below records appended during the wait.
+ * With on_full=drop_oldest and only the active segment left, the active
+ * segment itself is sealed (and then deleted) when that makes room: a
+ * batch smaller than max_bytes always finds room. */
 int pl_retention_make_room(pl_topic *t, int64_t extra, int64_t nrecords) {
     if (t->cfg.max_bytes <= 0) return 0;
     int waited = 0;
@@ -114,7 +137,7 @@ int pl_retention_make_room(pl_topic *t, int64_t extra, int64_t nrecords) {
     for (;;) {
         if (atomic_load(&t->closed))
             return pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
-        int64_t total = disk_total(t) + extra;
+        int64_t total = pl_disk_total(t) + extra;
         if (total <= t->cfg.max_bytes) return waited;
         if (retention_due(t, pl_now_ms())) {
             delete_first(t, DROP_RETENTION);
@@ -129,7 +152,7 @@ int pl_retention_make_room(pl_topic *t, int64_t extra, int64_t nrecords) {
             waited = 1;
             continue;
         }
-        count_add(&t->n.rejected_records, nrecords);
+        (void)nrecords; /* counted by the append that gives up */
         return pl_err(PL_EFULL, 0, "topic %s is full: %" PRId64 " bytes on "
                       "disk, %" PRId64 " more needed, max_bytes=%" PRId64
                       " (on_full=%s)", t->dir, total - extra, extra,
@@ -163,25 +186,3 @@ int pl_topic_apply_retention(pl_topic *t) {
     return rc;
 }
 
-int pl_topic_stats(pl_topic *t, pl_stats *o) {
-    pthread_rwlock_rdlock(&t->slock);
-    if (atomic_load(&t->closed)) {
-        pthread_rwlock_unlock(&t->slock);
-        return pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
-    }
-    o->segments = t->nsegs;
-    o->bytes_on_disk = disk_total(t);
-    pthread_rwlock_unlock(&t->slock);
-    o->start_offset = atomic_load(&t->start_offset);
-    o->end_offset = atomic_load(&t->end_offset);
-    o->durable_offset = pl_topic_durable_offset(t);
-    o->truncated_bytes = t->truncated;
-    o->appended_records = atomic_load(&t->n.appended_records);
-    o->appended_bytes = atomic_load(&t->n.appended_bytes);
-    o->retention_dropped_records = atomic_load(&t->n.retention_records);
-    o->retention_dropped_bytes = atomic_load(&t->n.retention_bytes);
-    o->full_dropped_records = atomic_load(&t->n.full_records);
-    o->full_dropped_bytes = atomic_load(&t->n.full_bytes);
-    o->rejected_records = atomic_load(&t->n.rejected_records);
-    return 0;
-}

@@ -109,120 +109,124 @@ int pl_batch_records_ok(const uint8_t *data, const pl_batch *b) {
     return p == end;
 }
 
-int pl_seg_index_alloc(pl_segment *s, int64_t cap_bytes, int64_t interval) {
-    uint32_t cap = (uint32_t)(cap_bytes / interval + 2);
-    pl_idx_entry *e = malloc((size_t)cap * sizeof *e);
+/* Make room for one more entry; -PL_ENOMEM if the array cannot grow. */
+static int idx_grow(pl_idx_builder *ib) {
+    if (ib->n < ib->cap) return 0;
+    uint32_t nc = ib->cap ? ib->cap * 2 : 16;
+    pl_idx_entry *e = realloc(ib->e, (size_t)nc * sizeof *e);
     if (!e) return -PL_ENOMEM;
-    s->idx = e;
-    s->idx_owned = (uint8_t *)e;
-    s->idx_cap = cap;
-    atomic_store(&s->nidx, 0);
-    s->last_idx_pos = -1;
-    s->run_max_ts = INT64_MIN;
+    ib->e = e;
+    ib->cap = nc;
     return 0;
 }
 
-static void index_push(pl_segment *s, int64_t rel, int64_t pos,
-                       int64_t batch_pos) {
-    uint32_t n = atomic_load_explicit(&s->nidx, memory_order_relaxed);
-    if (n >= s->idx_cap) return; /* cannot happen: entries are >= interval
-                                    bytes apart and cap covers that */
-    s->idx[n].rel = (uint32_t)rel;
-    s->idx[n].pos = (uint32_t)pos;
-    s->idx[n].batch_pos = (uint32_t)batch_pos;
-    s->idx[n].reserved = 0;
-    s->idx[n].max_ts = s->run_max_ts;
-    atomic_store_explicit(&s->nidx, n + 1, memory_order_release);
-    s->last_idx_pos = pos;
+static int idx_push(pl_idx_builder *ib, int64_t rel, int64_t pos,
+                    int64_t batch_pos) {
+    if (idx_grow(ib) < 0) return -PL_ENOMEM;
+    pl_idx_entry *e = &ib->e[ib->n];
+    e->rel = (uint32_t)rel;
+    e->pos = (uint32_t)pos;
+    e->batch_pos = (uint32_t)batch_pos;
+    e->reserved = 0;
+    e->max_ts = ib->run_max_ts;
+    ib->n++;
+    ib->last_pos = pos;
+    return 0;
 }
 
-void pl_seg_index_add(pl_segment *s, const uint8_t *batch, const pl_batch *b,
-                      int64_t interval) {
-    if (s->last_idx_pos < 0 || b->pos - s->last_idx_pos >= interval)
-        index_push(s, b->base - s->base, b->pos, b->pos);
+int pl_idx_add(pl_idx_builder *ib, int64_t seg_base, const uint8_t *batch,
+               const pl_batch *b, int64_t interval) {
+    if (ib->last_pos < 0 || b->pos - ib->last_pos >= interval) {
+        if (idx_push(ib, b->base - seg_base, b->pos, b->pos) < 0)
+            return -PL_ENOMEM;
+    }
     if (b->len > interval) {
         int64_t p = b->pos + PL_BATCH_HDR;
         for (int64_t i = 0; i < b->count; i++) {
-            if (p - s->last_idx_pos >= interval)
-                index_push(s, b->base + i - s->base, p, b->pos);
+            if (p - ib->last_pos >= interval &&
+                idx_push(ib, b->base + i - seg_base, p, b->pos) < 0)
+                return -PL_ENOMEM;
             const uint8_t *r = batch + (p - b->pos);
             int32_t kl = (int32_t)get32(r + 8);
             p += PL_REC_HDR + (kl > 0 ? kl : 0) + get32(r + 12) +
                  get32(r + 16);
         }
     }
-    if (b->max_ts > s->run_max_ts) s->run_max_ts = b->max_ts;
-    s->max_ts = s->run_max_ts;
+    if (b->max_ts > ib->run_max_ts) ib->run_max_ts = b->max_ts;
+    return 0;
 }
 
-int pl_seg_scan(pl_segment *s, const uint8_t *data, int64_t limit,
-                int64_t interval, int64_t *valid_end) {
-    int64_t pos = PL_SEG_HDR, expect = s->base;
+int pl_seg_scan(const uint8_t *data, int64_t from, int64_t limit,
+                int64_t seg_base, int64_t expect, int64_t max_off,
+                int64_t verify_from, int64_t interval, pl_idx_builder *ib,
+                int64_t *valid_end, int64_t *end_off, int64_t *max_ts) {
+    int64_t pos = from, mts = INT64_MIN;
     int garbage = 0;
     for (;;) {
         pl_batch b;
         int r = pl_batch_parse(data, limit, pos, &b);
         if (r == 0) break;
-        if (r < 0 || b.base != expect || !pl_batch_checksum_ok(data, &b) ||
-            !pl_batch_records_ok(data, &b)) {
+        if (r < 0 || b.base != expect || b.base + b.count > max_off ||
+            (pos >= verify_from && (!pl_batch_checksum_ok(data, &b) ||
+                                    !pl_batch_records_ok(data, &b)))) {
             garbage = 1;
             break;
         }
-        pl_seg_index_add(s, data + b.pos, &b, interval);
+        if (ib && pl_idx_add(ib, seg_base, data + b.pos, &b, interval) < 0)
+            return -PL_ENOMEM;
+        if (b.max_ts > mts) mts = b.max_ts;
         expect += b.count;
         pos += b.len;
     }
-    s->end = expect;
     *valid_end = pos;
+    *end_off = expect;
+    *max_ts = mts;
     return garbage;
 }
 
-pl_idx_entry pl_seg_index_find(const pl_segment *s, int64_t rel) {
-    uint32_t n = atomic_load_explicit(&s->nidx, memory_order_acquire);
+pl_idx_entry pl_idx_find(const pl_idx_entry *e, uint32_t n, int64_t rel) {
     uint32_t lo = 0, hi = n; /* first entry with rel > target */
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if ((int64_t)s->idx[mid].rel <= rel)
+        if ((int64_t)e[mid].rel <= rel)
             lo = mid + 1;
         else
             hi = mid;
     }
-    if (lo > 0) return s->idx[lo - 1];
+    if (lo > 0) return e[lo - 1];
     pl_idx_entry first = {0, PL_SEG_HDR, PL_SEG_HDR, 0, INT64_MIN};
     return first;
 }
 
-int64_t pl_seg_index_find_time(const pl_segment *s, int64_t ts) {
-    uint32_t n = atomic_load_explicit(&s->nidx, memory_order_acquire);
+int64_t pl_idx_find_time(const pl_idx_entry *e, uint32_t n, int64_t ts) {
     uint32_t lo = 0, hi = n; /* first entry with max_ts >= ts */
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (s->idx[mid].max_ts < ts)
+        if (e[mid].max_ts < ts)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo == 0 ? PL_SEG_HDR : (int64_t)s->idx[lo - 1].batch_pos;
+    return lo == 0 ? PL_SEG_HDR : (int64_t)e[lo - 1].batch_pos;
 }
 
-/* Write BASE.idx for a sealed segment (tmp file, then rename). Not synced:
- * the index is derived data and is checked before use. */
-int pl_seg_index_write(const pl_segment *s, const char *dir) {
-    uint32_t n = atomic_load(&s->nidx);
+int pl_seg_index_write(const char *dir, int64_t base, int64_t end,
+                       int64_t seg_len, int64_t max_ts,
+                       const pl_idx_entry *e, uint32_t n) {
     size_t size = PL_IDX_HDR + (size_t)n * PL_IDX_ENTRY;
     uint8_t *buf = malloc(size);
-    char *tmp = pl_seg_path(dir, s->base, ".idx.tmp");
-    char *fin = pl_seg_path(dir, s->base, ".idx");
+    char *tmp = pl_seg_path(dir, base, ".idx.tmp");
+    char *fin = pl_seg_path(dir, base, ".idx");
     int rc = -PL_ENOMEM, fd = -1;
     if (!buf || !tmp || !fin) goto out;
     memcpy(buf + 8, PL_IDX_MAGIC, 8);
     put32(buf + 16, PL_FORMAT_VERSION);
     put32(buf + 20, n);
-    put64(buf + 24, (uint64_t)s->base);
-    put64(buf + 32, (uint64_t)s->end);
-    put64(buf + 40, (uint64_t)atomic_load(&s->pub_pos));
-    put64(buf + 48, (uint64_t)s->max_ts);
-    memcpy(buf + PL_IDX_HDR, s->idx, (size_t)n * PL_IDX_ENTRY);
+    put64(buf + 24, (uint64_t)base);
+    put64(buf + 32, (uint64_t)end);
+    put64(buf + 40, (uint64_t)seg_len);
+    put64(buf + 48, (uint64_t)max_ts);
+    if (n) memcpy(buf + PL_IDX_HDR, e, (size_t)n * PL_IDX_ENTRY);
     put64(buf, pl_xxh64(buf + 8, size - 8, 0));
     fd = pl_io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0 || pl_io_pwrite(fd, buf, size, 0) < 0 ||
@@ -240,63 +244,87 @@ out:
     return rc;
 }
 
-/* Use BASE.idx if it describes exactly this segment (same base, next base
- * and size) and passes its checksum. Returns 1 if loaded, 0 if not usable. */
-int pl_seg_index_load(pl_segment *s, int64_t seg_len, int64_t next_base) {
-    char *path = strdup(s->path);
-    if (!path) return 0;
+int pl_seg_index_read(const char *seg_path, int64_t base, int64_t seg_len,
+                      int64_t max_end, pl_idx_entry **out, uint32_t *nout,
+                      int64_t *end, int64_t *max_ts) {
+    char *path = strdup(seg_path);
+    if (!path) return -PL_ENOMEM;
     memcpy(path + strlen(path) - 4, ".idx", 4);
     int fd = pl_io_open(path, O_RDONLY, 0);
     free(path);
     if (fd < 0) return 0;
     int64_t size;
-    pl_map *m = NULL;
+    uint8_t *buf = NULL;
+    int rc = 0;
     if (pl_io_fstat_size(fd, &size) < 0 || size < PL_IDX_HDR ||
-        (size - PL_IDX_HDR) % PL_IDX_ENTRY != 0)
+        (size - PL_IDX_HDR) % PL_IDX_ENTRY != 0 ||
+        size > PL_IDX_HDR + (seg_len / PL_REC_HDR + 2) * PL_IDX_ENTRY)
         goto bad;
-    m = pl_io_map(fd, size, 0);
-    if (!m) goto bad;
-    const uint8_t *h = m->base;
-    uint32_t n = get32(h + 20);
-    if (memcmp(h + 8, PL_IDX_MAGIC, 8) != 0 ||
-        get32(h + 16) != PL_FORMAT_VERSION ||
+    buf = malloc((size_t)size);
+    if (!buf) {
+        rc = -PL_ENOMEM;
+        goto bad;
+    }
+    if (pl_io_pread(fd, buf, (size_t)size, 0) < 0) goto bad;
+    uint32_t n = get32(buf + 20);
+    int64_t e_end = (int64_t)get64(buf + 32);
+    if (memcmp(buf + 8, PL_IDX_MAGIC, 8) != 0 ||
+        get32(buf + 16) != PL_FORMAT_VERSION ||
         (int64_t)n != (size - PL_IDX_HDR) / PL_IDX_ENTRY ||
-        (int64_t)get64(h + 24) != s->base ||
-        (int64_t)get64(h + 32) != next_base ||
-        (int64_t)get64(h + 40) != seg_len ||
-        get64(h) != pl_xxh64(h + 8, (size_t)size - 8, 0))
+        (int64_t)get64(buf + 24) != base || e_end < base ||
+        e_end > max_end || (int64_t)get64(buf + 40) != seg_len ||
+        get64(buf) != pl_xxh64(buf + 8, (size_t)size - 8, 0))
         goto bad;
     /* Entries must point inside the segment, in order. */
-    const pl_idx_entry *e = (const pl_idx_entry *)(h + PL_IDX_HDR);
+    const pl_idx_entry *e = (const pl_idx_entry *)(buf + PL_IDX_HDR);
     for (uint32_t i = 0; i < n; i++) {
         if (e[i].batch_pos < PL_SEG_HDR || e[i].pos < e[i].batch_pos ||
             (int64_t)e[i].pos >= seg_len || e[i].reserved != 0 ||
-            (int64_t)e[i].rel >= next_base - s->base ||
+            (int64_t)e[i].rel >= e_end - base ||
             (i > 0 && (e[i].pos <= e[i - 1].pos || e[i].rel <= e[i - 1].rel ||
                        e[i].batch_pos < e[i - 1].batch_pos ||
                        e[i].max_ts < e[i - 1].max_ts)))
             goto bad;
     }
+    *max_ts = (int64_t)get64(buf + 48);
+    *end = e_end;
+    *nout = n;
+    /* The entries move to the front of the block the caller owns. */
+    memmove(buf, buf + PL_IDX_HDR, (size_t)n * PL_IDX_ENTRY);
+    *out = (pl_idx_entry *)buf;
     pl_io_close(fd);
-    s->idx_map = m;
-    s->idx = (pl_idx_entry *)(m->base + PL_IDX_HDR);
-    s->idx_cap = n;
-    atomic_store(&s->nidx, n);
-    s->max_ts = (int64_t)get64(h + 48);
-    s->end = next_base;
     return 1;
 bad:
-    pl_map_unref(m);
+    free(buf);
     pl_io_close(fd);
-    return 0;
+    return rc;
+}
+
+pl_segment *pl_seg_new(struct pl_topic *t, int64_t base) {
+    pl_segment *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->path = pl_seg_path(t->dir, base, ".log");
+    if (!s->path) {
+        free(s);
+        return NULL;
+    }
+    s->topic = t;
+    s->base = base;
+    s->end = base;
+    s->fd = -1;
+    s->bad_pos = -1;
+    s->trusted_from = INT64_MAX;
+    s->max_ts = INT64_MIN;
+    s->ib.last_pos = -1;
+    s->ib.run_max_ts = INT64_MIN;
+    return s;
 }
 
 void pl_seg_free(pl_segment *s) {
     if (!s) return;
-    pl_map_kill(s->map);
-    pl_map_kill(s->idx_map);
-    free(s->idx_owned);
-    pl_io_close(s->fd);
+    pl_cache_forget(s->topic->cache, s);
+    free(s->ib.e);
+    free(atomic_load(&s->vbits));
     free(s->path);
     free(s);
 }

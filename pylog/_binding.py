@@ -4,6 +4,7 @@ It turns the core's return codes into exceptions and hides cffi from the
 rest of the package. Codes and their meaning: csrc/pylog.h.
 """
 import errno as _errno
+import os
 
 from . import _errors as E
 from ._native import ffi, lib
@@ -24,6 +25,7 @@ _CODES = {
     lib.PL_ERANGE: E.OffsetOutOfRangeError,
     lib.PL_EFORMAT: E.FormatVersionError,
     lib.PL_EFULL: E.LogFullError,
+    lib.PL_ELOST: E.DataLossError,
 }
 
 
@@ -54,8 +56,25 @@ _ON_FULL = {"drop_oldest": lib.PL_FULL_DROP_OLDEST,
             "reject": lib.PL_FULL_REJECT, "block": lib.PL_FULL_BLOCK}
 
 
-def open_topic(path, config, sync_mode, sync_interval_ms):
-    """Open the topic in directory path; config is a checked topic config."""
+class Cache:
+    """The file cache of a log's topics (csrc/fcache.c)."""
+
+    def __init__(self, max_open_files, max_map_bytes):
+        out = ffi.new("pl_cache **")
+        check(lib.pl_cache_new(max_open_files, max_map_bytes, out))
+        self.handle = ffi.gc(out[0], lib.pl_cache_free)
+
+    def stats(self):
+        st = ffi.new("pl_cache_stats *")
+        lib.pl_cache_get_stats(self.handle, st)
+        return {f: getattr(st, f) for f in (
+            "open_files", "maps", "map_bytes", "opens", "maps_made",
+            "evictions")}
+
+
+def open_topic(path, config, sync_mode, sync_interval_ms, cache, min_end=0):
+    """Open the topic in directory path; config is a checked topic config;
+    min_end: the next append's offset is at least this (invariant 9)."""
     cfg = ffi.new("pl_config *", {
         "segment_bytes": config["segment_bytes"],
         "max_record_bytes": config["max_record_bytes"],
@@ -70,7 +89,8 @@ def open_topic(path, config, sync_mode, sync_interval_ms):
         "full_timeout_ms": config["full_timeout_ms"],
     })
     out = ffi.new("pl_topic **")
-    check(lib.pl_topic_open(path.encode(), cfg, out))
+    check(lib.pl_topic_open(os.fsencode(path), cfg, cache.handle, min_end,
+                            out))
     return ffi.gc(out[0], lib.pl_topic_free)
 
 

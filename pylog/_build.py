@@ -25,6 +25,7 @@ CDEF = """
 #define PL_ETIMEDOUT 10
 #define PL_ENOTFOUND 11
 #define PL_EFULL 12
+#define PL_ELOST 13
 #define PL_FULL_DROP_OLDEST 0
 #define PL_FULL_REJECT 1
 #define PL_FULL_BLOCK 2
@@ -40,6 +41,11 @@ CDEF = """
 typedef struct pl_topic pl_topic;
 typedef struct pl_map pl_map;
 typedef struct pl_notify pl_notify;
+typedef struct pl_cache pl_cache;
+typedef struct pl_cache_stats {
+    int64_t open_files, maps, map_bytes;
+    int64_t opens, maps_made, evictions;
+} pl_cache_stats;
 typedef struct pl_config {
     int64_t segment_bytes;
     int64_t max_record_bytes;
@@ -60,9 +66,15 @@ typedef struct pl_stats {
     int64_t retention_dropped_records, retention_dropped_bytes;
     int64_t full_dropped_records, full_dropped_bytes;
     int64_t rejected_records;
+    int64_t lost_records, lost_ranges;
 } pl_stats;
 
-int pl_topic_open(const char *dir, const pl_config *cfg, pl_topic **out);
+int pl_cache_new(int64_t max_open_files, int64_t max_map_bytes,
+                 pl_cache **out);
+void pl_cache_free(pl_cache *c);
+void pl_cache_get_stats(pl_cache *c, pl_cache_stats *out);
+int pl_topic_open(const char *dir, const pl_config *cfg, pl_cache *cache,
+                  int64_t min_end, pl_topic **out);
 int pl_topic_close(pl_topic *t);
 void pl_topic_free(pl_topic *t);
 int64_t pl_topic_truncated_bytes(pl_topic *t);
@@ -82,6 +94,11 @@ int64_t pl_topic_start_offset(pl_topic *t);
 int64_t pl_topic_end_offset(pl_topic *t);
 int64_t pl_topic_durable_offset(pl_topic *t);
 int pl_topic_flush(pl_topic *t);
+int pl_topic_sync_needed(pl_topic *t);
+int pl_topic_sync_to(pl_topic *t, int64_t offset);
+int pl_topic_raise_end(pl_topic *t, int64_t offset);
+int pl_topic_lost(pl_topic *t, int64_t *out, int max);
+int pl_topic_batch_token(pl_topic *t, int64_t pos, uint64_t *token);
 int64_t pl_topic_segment_count(pl_topic *t);
 int pl_topic_stats(pl_topic *t, pl_stats *out);
 int pl_topic_set_floor(pl_topic *t, int64_t floor);
@@ -110,8 +127,10 @@ void pl_fault_set(int op, int64_t nth, int err, int64_t count,
 void pl_fault_clear(void);
 """
 
-SOURCES = ["csrc/err.c", "csrc/io.c", "csrc/notify.c", "csrc/retention.c",
-           "csrc/segment.c", "csrc/topic.c", "csrc/xxh64.c"]
+SOURCES = ["csrc/append.c", "csrc/checkpoint.c", "csrc/err.c",
+           "csrc/fcache.c", "csrc/io.c", "csrc/notify.c", "csrc/read.c",
+           "csrc/recover.c", "csrc/retention.c", "csrc/segment.c",
+           "csrc/sync.c", "csrc/topic.c", "csrc/xxh64.c"]
 
 cflags = ["-std=gnu11", "-Wall", "-Wextra", "-O2"]
 ldflags = ["-pthread"]
