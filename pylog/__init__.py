@@ -7,14 +7,15 @@
         for rec in t.read(0):
             print(rec.offset, rec.value)
 """
-from ._consumer import Consumer, Gap
+from ._consumer import Consumer
 from ._errors import (ClosedError, CorruptionError, DataLossError,
                       DiskFullError, FormatVersionError, GroupInUseError,
                       GroupNotFoundError,
                       InvalidConfigError, InvalidRecordError, InvalidTopicName,
-                      LogFailedError, LogFullError, LogLockedError,
-                      OffsetOutOfRangeError, PylogError, PylogIOError,
-                      RecordTooLargeError, TopicNotFoundError)
+                      Gap, LogFailedError, LogFullError, LogLockedError,
+                      NotALogError, OffsetOutOfRangeError, PylogError,
+                      PylogIOError, ReadOnlyError, RecordTooLargeError,
+                      TopicNotFoundError)
 from ._log import Log, open
 from ._topic import Record, Topic
 
@@ -26,7 +27,8 @@ __all__ = [
     "InvalidRecordError", "RecordTooLargeError", "OffsetOutOfRangeError",
     "TopicNotFoundError", "GroupNotFoundError", "GroupInUseError",
     "ClosedError",
-    "LogLockedError", "LogFullError", "DataLossError",
+    "LogLockedError", "LogFullError", "DataLossError", "NotALogError",
+    "ReadOnlyError",
     "FormatVersionError", "CorruptionError", "PylogIOError", "DiskFullError",
     "LogFailedError",
 ]

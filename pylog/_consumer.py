@@ -5,15 +5,11 @@ commit stores the next offset to read, timeouts are in seconds.
 """
 import threading
 import time
-from collections import namedtuple
 
 from . import _errors as E
+from ._errors import Gap
 from ._groups import check_group_name
 from ._topic import READ_CHUNK, _offset
-
-Gap = namedtuple("Gap", "topic from_offset to_offset")
-Gap.__doc__ = ("Records [from_offset, to_offset) of topic were removed by "
-               "retention before this consumer read them.")
 
 
 class Consumer:
@@ -57,7 +53,13 @@ class Consumer:
         self._pos = {}
         for t in self._topics:
             initial = t.start_offset if start == "earliest" else t.end_offset
-            self._pos[t.name] = log._groups.register(group, t.name, initial)
+            pos, lost = log._register(group, t.name, initial)
+            self._pos[t.name] = pos
+            if lost:
+                # The catalog lost this group's position: it restarts per
+                # `start`, and says so like a gap.
+                self._report(Gap(t.name, t.start_offset, pos,
+                                 "position lost"))
         # A new group lowers the topic's floor (retain_until_consumed):
         # tell the core now, not at the next commit, or a roll meanwhile
         # deletes what this group has not read.
@@ -180,6 +182,14 @@ class Consumer:
                         break
                     pos = self._check_gap(t, pos)  # retention moved on
                     continue
+                except E.DataLossError as exc:  # a lost range
+                    if out and self.on_gap == "raise":
+                        budget = 0  # keep what was read; the next poll raises
+                        break
+                    self._report(Gap(t.name, pos, exc.gap.to_offset, "lost"))
+                    pos = exc.gap.to_offset
+                    self._pos[t.name] = pos
+                    continue
                 if not recs:
                     break
                 out.extend(recs)
@@ -198,17 +208,24 @@ class Consumer:
         start = t.start_offset
         if pos >= start:
             return pos
-        gap = Gap(t.name, pos, start)
-        if self.on_gap == "raise":
+        lost = any(a < start and b > pos for a, b in t.lost_ranges())
+        self._report(Gap(t.name, pos, start, "lost" if lost else "retention"))
+        self._pos[t.name] = start
+        return start
+
+    def _report(self, gap):
+        """Tell the user of a gap (on_gap), or raise DataLossError."""
+        if self.on_gap == "raise" and gap.reason != "position lost":
+            why = ("removed by retention before they were read"
+                   if gap.reason == "retention" else
+                   "lost to a power cut or a file removed by hand")
             raise E.DataLossError(
-                f"group {self.group!r} lost records [{pos}, {start}) of "
-                f"topic {t.name!r}: removed by retention before they were "
-                "read; seek() to go on", gap)
+                f"group {self.group!r} lost records [{gap.from_offset}, "
+                f"{gap.to_offset}) of topic {gap.topic!r}: {why}; seek() to "
+                "go on", gap)
         self.gaps.append(gap)
         if callable(self.on_gap):
             self.on_gap(gap)
-        self._pos[t.name] = start
-        return start
 
     def __iter__(self):
         """Records as they come, until the consumer is closed."""
@@ -239,12 +256,11 @@ class Consumer:
             self._log._check_open()
             for name in offsets:
                 self._by_name[name]._check_open()
-            self._log._groups.commit(self.group, offsets)
-            self._log._on_commit(offsets)
+            self._log._commit(self.group, offsets)
 
     def committed(self, topic):
         """The group's stored position for topic."""
-        return self._log._groups.get(self.group, self._topic(topic).name)
+        return self._log._position(self.group, self._topic(topic).name)
 
     def position(self, topic):
         """The next offset this consumer will read from topic."""

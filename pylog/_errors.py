@@ -17,17 +17,33 @@ class inherits it too, so ``except ValueError`` keeps working::
     ├── FormatVersionError                       files written by another format version
     ├── CorruptionError                          a checksum or structure check failed
     ├── LogFullError                             max_bytes reached (on_full reject/block)
-    ├── DataLossError                            a consumer's records were removed unread
+    ├── DataLossError                            records were removed unread or lost
+    ├── NotALogError                             the path holds something that is not a log
     └── PylogIOError              (OSError)      the OS refused a file operation
         ├── DiskFullError                        ... with ENOSPC
+        ├── ReadOnlyError                        a write through a read-only log (or EROFS)
         └── LogFailedError                       an fsync failed earlier: reopen the log
 
 Messages name the topic, the offset and the file involved.
 """
 
 
+from collections import namedtuple
+
+
 class PylogError(Exception):
     """Base class of every pylog error."""
+
+
+Gap = namedtuple("Gap", "topic from_offset to_offset reason",
+                 defaults=("retention",))
+Gap.__doc__ = (
+    "Records [from_offset, to_offset) of topic are gone. reason: "
+    "'retention' (removed by retention or the max_bytes cap before they "
+    "were read), 'lost' (lost to a power cut or a file removed by hand), "
+    "or 'position lost' (the catalog lost the group's position: it "
+    "restarted at to_offset per its start policy; records from "
+    "from_offset may come again or, with start='latest', be skipped).")
 
 
 class InvalidTopicName(PylogError, ValueError):
@@ -84,16 +100,27 @@ class LogFullError(PylogError):
 
 
 class DataLossError(PylogError):
-    """Raised by a consumer with on_gap="raise"; ``gap`` says what was
-    lost (topic, from_offset, to_offset)."""
+    """Records are gone: a consumer with on_gap="raise" met a gap, or a read
+    met a lost range (a power cut or a file removed by hand); ``gap`` says
+    what (topic, from_offset, to_offset, reason)."""
 
     def __init__(self, message, gap=None):
         super().__init__(message)
         self.gap = gap
 
 
+class NotALogError(PylogError):
+    """pylog.open() of a path that holds something other than a pylog log
+    (a regular file, a directory of other files); nothing was changed."""
+
+
 class PylogIOError(PylogError, OSError):
     pass
+
+
+class ReadOnlyError(PylogIOError):
+    """A write through a log opened with readonly=True, or on a read-only
+    file system."""
 
 
 class DiskFullError(PylogIOError):

@@ -1,27 +1,41 @@
-"""Log: one directory holding topics, a catalog and a LOCK file.
+"""Log: one directory holding topics, consumer positions and a LOCK file.
 
+    DIR/PYLOG                marks the directory as a pylog log (format 2)
     DIR/LOCK                 flock()ed while a Log is open
-    DIR/catalog/             LMDB: format version, topic configs
-    DIR/topics/NAME/         segments (BASE.log) and indexes (BASE.idx)
+    DIR/topics/NAME/         a topic: segments, indexes, checkpoint, meta
+    DIR/catalog/             LMDB: consumer group positions
+    DIR/pending              positions committed but not yet durable
     DIR/trash/               topics being deleted (emptied at open)
+
+The topic directories are the truth about what exists (pylog/_registry.py);
+the catalog holds how far each group read (pylog/_catalog.py, _groups.py).
+Metadata -- creating or deleting a topic or a group, changing a config --
+is durable when the call returns, in every sync mode. A commit's position
+becomes durable only once the records it covers are (pylog/_pending.py).
 """
 import errno
 import fcntl
 import os
-import re
-import shutil
 import threading
-import uuid
 import weakref
 
 from . import _binding as B
 from . import _errors as E
+from . import _files
 from ._catalog import Catalog
 from ._consumer import Consumer
 from ._groups import Groups, check_group_name
-from ._topic import Topic
+from ._pending import Pending, key_hash
+from ._registry import Registry, check_name
+from ._syncer import Syncer
+from ._topic import Pins, Topic
 
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+lib = B.lib
+
+FORMAT_VERSION = 2
+MARKER = "PYLOG"
+MARKER_MAGIC = b"PYLOGLG1"
+AUTO_SEGMENT_MAX = 16 * 1024 * 1024
 
 TOPIC_DEFAULTS = {
     "segment_bytes": 16 * 1024 * 1024,
@@ -44,6 +58,11 @@ _LIMITS = {
     "full_timeout_ms": (0, 2**63 - 1),
 }
 ON_FULL = ("drop_oldest", "reject", "block")
+LOG_DEFAULTS = {
+    "checkpoint_interval_ms": 30_000,
+    "max_open_files": 256,
+    "max_map_bytes": 256 << 20,
+}
 
 
 def _check_option(k, v):
@@ -68,92 +87,212 @@ def _check_option(k, v):
             f"topic option {k}={v!r}: must be an int in [{lo}, {hi}]")
 
 
-def check_topic_name(name):
-    if not isinstance(name, str):
-        raise E.InvalidTopicName(
-            f"topic name must be a str, not {type(name).__name__}")
-    if not _NAME.fullmatch(name) or name in (".", ".."):
-        raise E.InvalidTopicName(
-            f"invalid topic name {name!r}: use 1-249 characters of "
-            "[A-Za-z0-9._-], not '.' or '..'")
-    return name
+check_topic_name = check_name
 
 
 def check_config(config, base=None):
+    """The complete config: base (or the defaults) updated with config.
+    With a max_bytes cap and no segment_bytes ever given, the segment size
+    follows the cap (an eighth of it, 1 KiB to 16 MiB), so that small
+    budgets work with default options."""
     out = dict(TOPIC_DEFAULTS)
     out.update(base or {})
     for k, v in config.items():
         _check_option(k, v)
         out[k] = v
+    if (out["max_bytes"] > 0 and "segment_bytes" not in config
+            and out["segment_bytes"] == TOPIC_DEFAULTS["segment_bytes"]
+            and out["max_bytes"] < 8 * out["segment_bytes"]):
+        seg = out["max_bytes"] // 8 // 1024 * 1024
+        out["segment_bytes"] = max(1024, min(AUTO_SEGMENT_MAX, seg))
     return out
+
+
+def _check_int(name, v, lo):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise E.InvalidConfigError(f"{name} must be an int >= {lo}, not {v!r}")
+    return v
+
+
+def _prepare(path):
+    """Make sure path is, or can become, a pylog log; never touch a path
+    that holds something else. Returns True if the log is new."""
+    try:
+        entries = os.listdir(path)
+    except FileNotFoundError:
+        with _files.wrap_os(f"cannot create log directory {path}"):
+            os.makedirs(path, exist_ok=True)
+        return True
+    except NotADirectoryError:
+        raise E.NotALogError(
+            f"{path} is not a directory, so it cannot be a pylog log") from None
+    except OSError as exc:
+        raise _files.io_error(exc, f"cannot list {path}") from exc
+    if MARKER in entries or "catalog" in entries or "topics" in entries:
+        return False
+    others = sorted(set(entries) - {"LOCK"})
+    if others:
+        shown = ", ".join(repr(x) for x in others[:3])
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise E.NotALogError(
+            f"{path} is not a pylog log: it holds {shown}{more}, which are "
+            "not pylog's; nothing was changed (open an empty or new "
+            "directory)")
+    return True
+
+
+class Forwarders:
+    """Log-wide settings of forwarders (pylog.forward)."""
+
+    def __init__(self):
+        self.max_bytes_per_s = None
 
 
 class Log:
     """An open pylog directory. Use :func:`pylog.open`."""
 
-    def __init__(self, path, sync="none", sync_interval_ms=1000,
+    def __init__(self, path, sync="none", sync_interval_ms=1000, *,
+                 checkpoint_interval_ms=LOG_DEFAULTS["checkpoint_interval_ms"],
+                 max_open_files=LOG_DEFAULTS["max_open_files"],
+                 max_map_bytes=LOG_DEFAULTS["max_map_bytes"],
                  **topic_defaults):
         if not isinstance(sync, str) or sync not in B.SYNC_MODES:
             raise E.InvalidConfigError(
                 f"sync must be 'none', 'interval' or 'always', not {sync!r}")
-        if (isinstance(sync_interval_ms, bool)
-                or not isinstance(sync_interval_ms, int)
-                or sync_interval_ms < 1):
-            raise E.InvalidConfigError(
-                f"sync_interval_ms must be an int >= 1, not {sync_interval_ms!r}")
+        self.sync_interval_ms = _check_int("sync_interval_ms",
+                                           sync_interval_ms, 1)
+        self.checkpoint_interval_ms = _check_int(
+            "checkpoint_interval_ms", checkpoint_interval_ms, 1)
+        self.max_open_files = _check_int("max_open_files", max_open_files, 8)
+        self.max_map_bytes = _check_int("max_map_bytes", max_map_bytes,
+                                        1 << 20)
         self.path = os.path.abspath(os.fspath(path))
         self.sync = sync
-        self.sync_interval_ms = sync_interval_ms
         self._defaults = check_config(topic_defaults)
         self._mu = threading.RLock()
         self._topics = {}
         self._closed = True
-        os.makedirs(self.path, exist_ok=True)
-        self._lockfd = os.open(os.path.join(self.path, "LOCK"),
-                               os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._syncer = None
+        self.recovery = []  # what this open found wrong (sentences)
+        # Open consumers; one dropped without close() releases its group
+        # when it is collected (Consumer.__del__).
+        self._consumers = weakref.WeakSet()
+        self.forwarders = Forwarders()
+        self._pins = Pins()
+        new = _prepare(self.path)
+        self._lockfd = self._lock()
         try:
-            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            self._open_files(new)
+        except BaseException:
+            if getattr(self, "_catalog", None) is not None:
+                self._catalog.close()
             os.close(self._lockfd)
+            raise
+        self._closed = False
+        if sync != "always":
+            period = (sync_interval_ms if sync == "interval"
+                      else checkpoint_interval_ms)
+            self._syncer = Syncer(self, period / 1000)
+
+    def _lock(self):
+        lock = os.path.join(self.path, "LOCK")
+        with _files.wrap_os(f"cannot open {lock}"):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
             raise E.LogLockedError(
                 errno.EWOULDBLOCK,
                 f"log {self.path} is already open (in this or another "
                 "process): its LOCK is held") from None
-        # Open consumers; one dropped without close() releases its group
-        # when it is collected (Consumer.__del__).
-        self._consumers = weakref.WeakSet()
-        try:
-            self._catalog = Catalog(os.path.join(self.path, "catalog"),
-                                    durable=sync != "none")
-            self._groups = Groups(self._catalog.env)
-        except BaseException:
-            os.close(self._lockfd)
-            raise
-        try:
-            self._topics_dir = os.path.join(self.path, "topics")
-            self._trash = os.path.join(self.path, "trash")
-            os.makedirs(self._topics_dir, exist_ok=True)
-            self._sweep()
-        except BaseException:
-            self._catalog.close()
-            os.close(self._lockfd)
-            raise
-        self._closed = False
+        except OSError as exc:
+            os.close(fd)
+            raise _files.io_error(exc, f"cannot lock {lock}") from exc
+        return fd
 
-    def _sweep(self):
-        """Remove what interrupted deletes and creates left behind."""
-        if os.path.isdir(self._trash):
-            shutil.rmtree(self._trash, ignore_errors=True)
-        known = self._catalog.topics()
-        for name in os.listdir(self._topics_dir):
-            if name not in known:
-                self._discard(os.path.join(self._topics_dir, name))
+    def _open_files(self, new):
+        self._registry = Registry(self.path)
+        tdir = self._registry.topics_dir
+        if os.path.lexists(tdir) and not os.path.isdir(tdir):
+            raise E.PylogIOError(
+                errno.ENOTDIR, f"{tdir} is not a directory: the log's "
+                "topics cannot be stored there; move it away")
+        with _files.wrap_os(f"cannot create {tdir}"):
+            if not os.path.isdir(tdir):
+                os.makedirs(tdir)
+                _files.fsync_dir(self.path)
+        self._catalog = Catalog(os.path.join(self.path, "catalog"))
+        self.recovery.extend(self._catalog.report)
+        self._groups = Groups(self._catalog)
+        damaged = self._registry.sweep()
+        marker, state = _files.read_record(os.path.join(self.path, MARKER),
+                                           MARKER_MAGIC)
+        if self._catalog.version == 1:
+            self._migrate()
+        for name in damaged:
+            self.recovery.append(
+                f"topic {name!r}: its meta file is missing or damaged; it "
+                "opens with the default config (set its options again)")
+        if state != "ok" or marker.get("format") != FORMAT_VERSION:
+            if marker and marker.get("format", 0) > FORMAT_VERSION:
+                raise E.FormatVersionError(
+                    f"log {self.path} has format version "
+                    f"{marker['format']}; this pylog reads version "
+                    f"{FORMAT_VERSION}")
+            _files.write_record(os.path.join(self.path, MARKER),
+                                MARKER_MAGIC, {"format": FORMAT_VERSION})
+        if self._catalog.rebuilt:
+            self._mark_lost_positions()
+        self._cache = B.Cache(self.max_open_files, self.max_map_bytes)
+        self._pending = Pending(os.path.join(self.path, "pending"))
+        self._slots = {}
+        for kh, pos, token in self._pending.load():
+            self._slots[kh] = (pos, token)
+        # Positions a crash left pending are settled now: the topics they
+        # belong to open (and recover) at once.
+        if self._slots:
+            for name in self._registry.names():
+                if any(key_hash(g, name) in self._slots
+                       for g in self._groups_of(name)):
+                    self._closed = False
+                    try:
+                        self.topic(name)
+                    finally:
+                        self._closed = True
 
-    def _discard(self, path):
-        os.makedirs(self._trash, exist_ok=True)
-        dest = os.path.join(self._trash, uuid.uuid4().hex)
-        os.rename(path, dest)
-        shutil.rmtree(dest, ignore_errors=True)
+    def _migrate(self):
+        """Format 1 kept topic configs in the catalog: move them into the
+        topic directories, give positions checksums."""
+        old = self._catalog.legacy_topics()
+        positions = self._groups.all()
+        for name, cfg in old.items():
+            if not self._registry.exists(name):
+                continue
+            if self._registry.read(name)[2] == "ok":
+                continue
+            groups = [g for g, tops in positions.items() if name in tops]
+            self._registry.write(name, check_config({}, cfg), groups)
+        self._groups.commit_many({(g, t): p for g, tops in positions.items()
+                                  for t, p in tops.items()})
+        self._catalog.set_version(FORMAT_VERSION)
+
+    def _mark_lost_positions(self):
+        """After a rebuild: the groups the topic directories list whose
+        positions the catalog no longer has."""
+        have = self._groups.all()
+        lost = []
+        for name in self._registry.names():
+            for g in self._registry.read(name)[1]:
+                if name not in have.get(g, {}):
+                    lost.append((g, name))
+        if lost:
+            self._groups.mark_lost(lost)
+            for g, name in lost:
+                self.recovery.append(
+                    f"group {g!r} lost its position in topic {name!r} with "
+                    "the catalog; its next consumer restarts per its start "
+                    "policy and reports a gap")
 
     def __repr__(self):
         state = "closed" if self._closed else f"sync={self.sync!r}"
@@ -169,75 +308,219 @@ class Log:
         if self._closed:
             raise E.ClosedError(f"log {self.path} is closed")
 
+    # ---- topics ----------------------------------------------------------------
     def topic(self, name, **config):
         """The topic called name, created on first use. Options given for an
         existing topic update its stored config (segment_bytes applies to
         segments created from then on)."""
-        check_topic_name(name)
+        check_name(name)
         with self._mu:
             self._check_open()
             t = self._topics.get(name)
             if t is not None and not config:
                 return t
-            stored = self._catalog.get_topic(name)
+            exists = self._registry.exists(name)
+            stored, groups, state = (self._registry.read(name) if exists
+                                     else (None, [], "missing"))
             cfg = check_config(config, stored or self._defaults)
-            if t is not None and cfg != t.config:
+            if not exists:
+                self._registry.create(name, cfg)
+            elif stored != cfg:
+                self._registry.write(name, cfg, groups)
+            if t is not None:
                 t._close()  # same object, reopened with the new config
                 t._reopen(self._open_handle(name, cfg), cfg)
-            elif t is None:
+            else:
                 t = Topic(self, name, self._open_handle(name, cfg), cfg)
                 self._topics[name] = t
-            if stored != cfg:  # only once the topic opened with it
-                self._catalog.put_topic(name, cfg)
+                self._settle_pending(t)
             self._refresh_floor(name)
             return t
 
-    def _open_handle(self, name, cfg):
-        d = os.path.join(self._topics_dir, name)
-        if not os.path.isdir(d):
-            os.makedirs(d, exist_ok=True)
-            if self.sync != "none":  # the new directory's name, durably
-                fd = os.open(self._topics_dir, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        return B.open_topic(d, cfg, self.sync, self.sync_interval_ms)
+    def _groups_of(self, name):
+        """Groups registered on topic name (its meta file and the catalog)."""
+        meta = self._registry.read(name)[1] if self._registry.exists(name) \
+            else []
+        return set(meta) | set(self._groups.of_topic(name))
 
-    # ---- consumers -----------------------------------------------------------
-    def consumer(self, group, topics, *, start="earliest", auto_commit=False,
-                 on_gap=None):
-        """A Consumer reading topics (a name or a list) for group, whose
-        positions are kept in the catalog. See pylog.Consumer."""
+    def _open_handle(self, name, cfg):
+        # Invariant 9: a position proves its offsets existed.
+        floor = [p for p in self._groups.of_topic(name).values()]
+        floor += [self._slots[key_hash(g, name)][0]
+                  for g in self._groups_of(name)
+                  if key_hash(g, name) in self._slots]
+        floor += [p for (g, t), (p, _) in self._pending.items.items()
+                  if t == name]
+        return B.open_topic(self._registry.dir(name), cfg, self.sync,
+                            self.sync_interval_ms, self._cache,
+                            max(floor, default=0))
+
+    def _settle_pending(self, t):
+        """Positions a crash left in DIR/pending for topic t: trusted if
+        the batch before them is still there (pylog/_pending.py)."""
+        accepted = {}
+        for g in self._groups_of(t.name):
+            slot = self._slots.pop(key_hash(g, t.name), None)
+            if slot is None:
+                continue
+            pos, token = slot
+            cur = self._groups.get(g, t.name)
+            if cur is not None and pos <= cur:
+                continue
+            # At or below the start, retention removed what it covers
+            # (the group had read it): nothing is left to check.
+            if pos <= t.start_offset or t._token(pos) == token:
+                accepted[(g, t.name)] = pos
+        if accepted:
+            # The topic was just recovered and synced: durable now.
+            self._groups.commit_many(accepted)
+
+    def topics(self):
+        """Names of the topics, sorted."""
         with self._mu:
             self._check_open()
+            return self._registry.names()
+
+    def delete_topic(self, name):
+        """Delete a topic and its data. Views of its records stay valid."""
+        check_name(name)
+        with self._mu:
+            self._check_open()
+            if not self._registry.exists(name):
+                raise E.TopicNotFoundError(
+                    f"no topic {name!r} in log {self.path}")
+            t = self._topics.pop(name, None)
+            if t is not None:
+                t._close()
+            self._registry.delete(name)
+            self._groups.delete_topic(name)
+            self._pending.forget(lambda g, tn: tn == name)
+
+    def flush(self):
+        """fdatasync every topic, then make committed positions durable:
+        everything appended and committed so far survives power loss."""
+        with self._mu:
+            self._check_open()
+        self._sync_round(force=True)
+
+    def _sync_round(self, force=False):
+        """Sync topics with new records, then move the positions they now
+        cover into the catalog (the syncer calls this periodically)."""
+        with self._mu:
+            if self._closed:
+                return
+            topics = list(self._topics.values())
+        for t in topics:
+            if t.closed:
+                continue
+            try:
+                if force or lib.pl_topic_sync_needed(t._h):
+                    t.flush()
+            except E.ClosedError:
+                continue
+        with self._mu:
+            if self._closed:
+                return
+            items = self._pending.take(self._durable_of)
+            if items:
+                self._groups.commit_many(items)
+                self._pending.done(items)
+
+    def _durable_of(self, name):
+        t = self._topics.get(name)
+        if t is None or t.closed:
+            return None
+        return t.durable_offset
+
+    # ---- consumers -------------------------------------------------------------
+    def consumer(self, group, topics, *, start="earliest", auto_commit=False,
+                 on_gap=None, create=False):
+        """A Consumer reading topics (a name or a list) for group, whose
+        positions are kept in the catalog. A topic that does not exist
+        raises TopicNotFoundError unless create=True. See pylog.Consumer."""
+        with self._mu:
+            self._check_open()
+            names = [topics] if isinstance(topics, str) else list(topics)
+            if not create:
+                for name in names:
+                    if isinstance(name, str) and check_name(name) and \
+                            not self._registry.exists(name):
+                        raise E.TopicNotFoundError(
+                            f"no topic {name!r} in log {self.path} (pass "
+                            "create=True to create it)")
             return Consumer(self, group, topics, start=start,
                             auto_commit=auto_commit, on_gap=on_gap)
+
+    def _register(self, group, name, initial):
+        """The group's position in topic name, registering it at initial
+        if it has none; (position, lost): lost if the catalog had lost it."""
+        pend = self._pending.get(group, name)
+        pos, lost = self._groups.register(group, name, initial)
+        cfg, groups, state = self._registry.read(name)
+        if group not in groups and state == "ok":
+            self._registry.write(name, cfg, groups + [group])
+        if pend is not None and pend > pos:
+            pos = pend
+        return pos, lost
+
+    def _position(self, group, name):
+        pend = self._pending.get(group, name)
+        return pend if pend is not None else self._groups.get(group, name)
+
+    def _commit(self, group, positions):
+        """Store a group's positions: durable now in sync "always" (after
+        the records they cover), with the next sync round otherwise."""
+        if self.sync == "always":
+            for name, pos in positions.items():
+                self._topics[name]._sync_to(pos)
+            self._groups.commit(group, positions)
+        else:
+            for name, pos in positions.items():
+                token = self._topics[name]._token(pos)
+                self._pending.put(group, name, pos, token)
+        for name in positions:
+            self._refresh_floor(name)
 
     def groups(self):
         """{group: {topic: committed position}} of every consumer group."""
         with self._mu:
             self._check_open()
-            return self._groups.all()
+            out = self._groups.all()
+            for (g, t), (pos, _) in self._pending.items.items():
+                out.setdefault(g, {})[t] = pos
+            return out
 
     def delete_group(self, group):
         """Forget a group's positions (it no longer holds back retention)."""
         check_group_name(group)
         with self._mu:
             self._check_open()
-            topics = self._groups.all().get(group)
+            topics = self.groups().get(group)
             if topics is None:
                 raise E.GroupNotFoundError(
                     f"no consumer group {group!r} in log {self.path}")
             self._groups.delete_group(group)
+            self._pending.forget(lambda g, t: g == group)
+            for name in self._registry.names():
+                cfg, groups, state = self._registry.read(name)
+                if group in groups and state == "ok":
+                    self._registry.write(name, cfg,
+                                         [g for g in groups if g != group])
             for name in topics:
                 self._refresh_floor(name)
+
+    def _floor(self, name):
+        pos = dict(self._groups.of_topic(name))
+        for (g, t), (p, _) in self._pending.items.items():
+            if t == name:
+                pos[g] = p
+        return min(pos.values(), default=None)
 
     def _refresh_floor(self, name):
         """Tell the topic the lowest position of its groups (retention)."""
         t = self._topics.get(name)
         if t is not None and not t.closed:
-            floor = self._groups.floor(name)
+            floor = self._floor(name)
             t._set_floor(0 if floor is None else floor)
 
     def _on_commit(self, positions):
@@ -255,65 +538,72 @@ class Log:
         for t in topics:
             t._unwatch(n)
 
-    def topics(self):
-        """Names of the topics, sorted."""
+    # ---- the log ----------------------------------------------------------------
+    def stats(self):
+        """The log's file cache: descriptors and maps held now, and since
+        open: files opened, maps made, evictions."""
         with self._mu:
             self._check_open()
-            return sorted(self._catalog.topics())
-
-    def delete_topic(self, name):
-        """Delete a topic and its data. Views of its records stay valid."""
-        check_topic_name(name)
-        with self._mu:
-            self._check_open()
-            if self._catalog.get_topic(name) is None:
-                raise E.TopicNotFoundError(
-                    f"no topic {name!r} in log {self.path}")
-            t = self._topics.pop(name, None)
-            if t is not None:
-                t._close()
-            with self._catalog.env.begin(write=True) as txn:
-                self._catalog.delete_topic(name, txn)
-                self._groups.delete_topic(name, txn)
-            d = os.path.join(self._topics_dir, name)
-            if os.path.isdir(d):
-                self._discard(d)
-
-    def flush(self):
-        """fdatasync every topic: everything appended so far is durable."""
-        with self._mu:
-            self._check_open()
-            for t in self._topics.values():
-                t.flush()
+            return self._cache.stats()
 
     def close(self):
-        """Close every topic (flushing in sync modes other than 'none') and
-        release the directory. Idempotent."""
+        """Close every topic (each syncs what is not yet durable, in every
+        sync mode), make committed positions durable, and release the
+        directory. Idempotent."""
+        with self._mu:
+            if self._closed:
+                return
+            syncer = self._syncer
+        if syncer is not None:
+            syncer.stop()
         with self._mu:
             if self._closed:
                 return
             self._closed = True
             for c in list(self._consumers):
                 c.close()
-            errs = [t._close() for t in self._topics.values()]
+            errs = []
+            durable = set()
+            for name, t in self._topics.items():
+                rc = t._close()
+                errs.append(rc)
+                if rc == 0:
+                    durable.add(name)
             self._topics.clear()
+            first = None
+            try:
+                items = {k: p for k, (p, _) in self._pending.items.items()
+                         if k[1] in durable}
+                if items:
+                    self._groups.commit_many(items)
+                    self._pending.done(items)
+                self._pending.close()
+            except E.PylogError as exc:
+                first = exc
             self._catalog.close()
+            self._pins.clear()
             os.close(self._lockfd)
         for rc in errs:
             if rc < 0:
                 raise B.error(rc, f"closing log {self.path}")
+        if first is not None:
+            raise first
 
     @property
     def closed(self):
         return self._closed
 
 
-def open(path, sync="none", sync_interval_ms=1000, **topic_defaults):
+def open(path, sync="none", sync_interval_ms=1000, **options):
     """Open (creating if needed) the log in directory path.
 
-    sync: "none" (page cache: survives a crash of the process), "interval"
-    (fdatasync at most every sync_interval_ms), "always" (an append returns
-    once durable; concurrent appenders share fsyncs). topic_defaults are the
-    options of topics created by this Log (see README: topic options)."""
-    return Log(path, sync=sync, sync_interval_ms=sync_interval_ms,
-               **topic_defaults)
+    sync: "none" (page cache: survives a crash of the process; a
+    checkpoint every checkpoint_interval_ms bounds what a power cut can
+    lose), "interval" (fdatasync at most every sync_interval_ms), "always"
+    (an append returns once durable; concurrent appenders share fsyncs).
+    Log options: checkpoint_interval_ms (30000), max_open_files (256: file
+    descriptors the log keeps open), max_map_bytes (256 MiB: bytes it
+    keeps mapped). Other options are the defaults of topics created by
+    this Log (see README: topic options). A path that holds something
+    other than a pylog log raises NotALogError and is left alone."""
+    return Log(path, sync=sync, sync_interval_ms=sync_interval_ms, **options)

@@ -11,13 +11,14 @@ from array import array
 
 from . import _binding as B
 from . import _errors as E
+from ._errors import Gap
 from ._records import Record, decode as _decode_records, frame as _frame
 
 ffi, lib = B.ffi, B.lib
 _append_value = lib.pl_topic_append_value
 
 READ_CHUNK = 500       # records decoded per C call by read()
-PINS = 8               # segment maps a topic keeps pinned for reads
+PINS = 4               # segment maps a log keeps pinned for reads
 ZERO_COPY_MIN = 1024   # values this large come back as views into the map
 FRAME_KEEP = 4 << 20   # append_batch keeps (per thread) a blob up to this size
 _NO_FRAME = (None, None, None, None)
@@ -117,6 +118,54 @@ def _timestamp(ts):
     return ts
 
 
+class Pins:
+    """The maps a log's reads decode from, pinned (PINS of them, most
+    recently used last) so that a read of a record in a recent map needs
+    no new memoryview. Dropping a pin lets the map go once no record view
+    uses it; maps the file cache evicted or whose segment is gone are
+    dropped first."""
+
+    def __init__(self):
+        self._mu = threading.Lock()
+        self._maps = {}  # address -> (pl_map *, memoryview)
+        self.last = (B.NULL, None)  # the most recent; kept alive by _maps
+
+    def view_for(self, m):
+        """The view of map m, which the core handed over with a new
+        reference."""
+        addr = int(ffi.cast("uintptr_t", m))
+        with self._mu:
+            hit = self._maps.get(addr)
+            if hit is not None:
+                lib.pl_map_unref(m)  # the pin holds a reference already
+                del self._maps[addr]  # re-inserted as the most recent
+            else:
+                hit = (m, B.pin(m))
+                self._drop_dead()
+            self._maps[addr] = hit
+            while len(self._maps) > PINS:
+                del self._maps[next(iter(self._maps))]
+            self.last = hit
+        return hit[1]
+
+    def _drop_dead(self):
+        for addr, (m, _) in list(self._maps.items()):
+            if lib.pl_map_dead(m):
+                del self._maps[addr]
+        if self.last[0] != B.NULL and \
+                int(ffi.cast("uintptr_t", self.last[0])) not in self._maps:
+            self.last = (B.NULL, None)
+
+    def purge(self):
+        with self._mu:
+            self._drop_dead()
+
+    def clear(self):
+        with self._mu:
+            self._maps.clear()
+            self.last = (B.NULL, None)
+
+
 class Topic:
     """A named append-only log. Get one with ``Log.topic(name)``."""
 
@@ -126,9 +175,7 @@ class Topic:
         self._h = handle
         self.config = dict(config)
         self._tls = threading.local()
-        self._pin = (B.NULL, None)  # (pl_map *, memoryview) last map read
-        self._pins = {}  # address -> (pl_map *, memoryview), recent maps
-        self._pins_mu = threading.Lock()  # for changes; lookups go without
+        self._pins = log._pins  # the log's recently read maps (Pins)
         self._closed = False
         self._watchers = set()  # Notifiers of consumers reading this topic
 
@@ -247,46 +294,25 @@ class Topic:
     def _fetch(self, offset, max_records, max_bytes=0):
         """Up to max_records records from offset (one segment at most)."""
         meta, mapp = self._buffers()
-        known, view = self._pin
+        pins = self._pins
+        known, view = pins.last
         n = lib.pl_topic_read(self._h, offset, max_records, max_bytes, meta,
                               known, mapp)
         if n <= 0:
-            if n < 0:
-                raise self._fail(n)
-            return []
+            if n == 0:
+                return []
+            if n == -lib.PL_ELOST:
+                gap = Gap(self.name, meta[0], meta[1], "lost")
+                raise E.DataLossError(
+                    f"topic {self.name!r}: offsets [{gap.from_offset}, "
+                    f"{gap.to_offset}) are lost (a power cut or a file "
+                    f"removed by hand; reading offset {offset})", gap)
+            raise self._fail(n)
         m = mapp[0]
         if m != known:
-            view = self._view_for(m)
+            view = pins.view_for(m)
         return _decode_records(ffi.buffer(meta, 8 * B.META * n), n, view,
                                self.name, ZERO_COPY_MIN, decode_headers)
-
-    def _view_for(self, m):
-        """The pinned view of map m, which the core handed over with a new
-        reference. Random reads across segments would otherwise pin and
-        unpin a map per read; a few recent maps stay pinned instead."""
-        addr = int(ffi.cast("uintptr_t", m))
-        hit = self._pins.get(addr)
-        if hit is not None:
-            lib.pl_map_unref(m)  # the cached view holds a reference already
-        else:
-            self._purge_pins()
-            hit = (m, B.pin(m))
-            with self._pins_mu:
-                self._pins[addr] = hit
-                while len(self._pins) > PINS:
-                    del self._pins[next(iter(self._pins))]
-        self._pin = hit
-        return hit[1]
-
-    def _purge_pins(self):
-        """Let go of maps of deleted segments: a deleted file keeps its disk
-        space while mapped."""
-        with self._pins_mu:
-            for addr, (m, _) in list(self._pins.items()):
-                if lib.pl_map_dead(m):
-                    del self._pins[addr]
-                    if self._pin[0] == m:
-                        self._pin = (B.NULL, None)
 
     def get(self, offset):
         """The record at offset; OffsetOutOfRangeError if there is none."""
@@ -366,17 +392,31 @@ class Topic:
 
     # ---- bounded disk --------------------------------------------------------
     def stats(self):
-        """Offsets, bytes on disk and counters (appended, dropped by
-        retention, dropped by on_full, rejected) since the topic opened."""
+        """Offsets, bytes on disk, and lifetime counters (kept across opens):
+        appended, dropped by retention, dropped by on_full, rejected and
+        lost records, with the lost ranges [from, to) known."""
         self._check_open()
         st = ffi.new("pl_stats *")
         B.check(lib.pl_topic_stats(self._h, st), f"topic {self.name!r}")
-        return {f: getattr(st, f) for f in (
+        out = {f: getattr(st, f) for f in (
             "start_offset", "end_offset", "durable_offset", "segments",
             "bytes_on_disk", "truncated_bytes", "appended_records",
             "appended_bytes", "retention_dropped_records",
             "retention_dropped_bytes", "full_dropped_records",
-            "full_dropped_bytes", "rejected_records")}
+            "full_dropped_bytes", "rejected_records", "lost_records")}
+        out["lost_ranges"] = self.lost_ranges()
+        return out
+
+    def lost_ranges(self):
+        """[(from, to)]: offset ranges lost to a power cut or to files
+        removed by hand (reads of them raise DataLossError)."""
+        self._check_open()
+        buf = ffi.new("int64_t[]", 128)
+        n = lib.pl_topic_lost(self._h, buf, 64)
+        if n > 64:
+            buf = ffi.new("int64_t[]", 2 * n)
+            n = lib.pl_topic_lost(self._h, buf, n)
+        return [(buf[2 * i], buf[2 * i + 1]) for i in range(n)]
 
     describe = stats
 
@@ -386,12 +426,24 @@ class Topic:
         self._check_open()
         n = B.check(lib.pl_topic_apply_retention(self._h),
                     f"topic {self.name!r}")
-        self._purge_pins()
+        self._pins.purge()
         return n
 
     def _set_floor(self, floor):
         B.check(lib.pl_topic_set_floor(self._h, floor), f"topic {self.name!r}")
-        self._purge_pins()
+        self._pins.purge()
+
+    def _sync_to(self, offset):
+        """Return once every record below offset is durable."""
+        B.check(lib.pl_topic_sync_to(self._h, offset), f"topic {self.name!r}")
+
+    def _token(self, pos):
+        """The checksum of the batch holding pos - 1 (pylog/_pending.py), or
+        None if there is no such record."""
+        tok = ffi.new("uint64_t *")
+        if lib.pl_topic_batch_token(self._h, pos, tok) < 0:
+            return None
+        return tok[0]
 
     def _watch(self, n):
         n.watch(self._h)
@@ -413,6 +465,5 @@ class Topic:
     def _close(self):
         self._closed = True
         rc = lib.pl_topic_close(self._h)
-        self._pin = (B.NULL, None)
-        self._pins.clear()
+        self._pins.purge()
         return rc
