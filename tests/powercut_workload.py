@@ -63,13 +63,26 @@ def identify(rec):
 def dump_topic(pylog, t):
     """Offsets, records and read errors of topic t."""
     start, end = t.start_offset, t.end_offset
-    info = {"start": start, "end": end, "records": [], "errors": []}
+    info = {"start": start, "end": end, "records": [], "errors": [],
+            "lost": [list(r) for r in t.lost_ranges()]}
     pos = start
     while pos < end:
         got, error = [], None
         try:
             for rec in t.read(pos, max_records=1000):
                 got.append(rec)
+        except pylog.DataLossError as exc:
+            # A lost range is reported, not a hole: it must be one the
+            # topic lists, and reading goes on after it.
+            gap = exc.gap
+            if gap is not None and [gap.from_offset, gap.to_offset] in \
+                    [list(r) for r in t.lost_ranges()] and \
+                    gap.from_offset <= pos + len(got) < gap.to_offset:
+                for rec in got:
+                    info["records"].append([rec.offset, *identify(rec)])
+                pos = gap.to_offset
+                continue
+            error = f"{type(exc).__name__}: {exc}"
         except pylog.PylogError as exc:
             error = f"{type(exc).__name__}: {exc}"
         for rec in got:

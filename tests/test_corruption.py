@@ -98,15 +98,27 @@ def check_corruption_error(exc, off, paths):
     assert any(p in msg for p in paths), f"{msg!r} names none of {paths}"
 
 
+def check_lost(exc, off, t):
+    """A DataLossError names a range holding off that the topic reports."""
+    gap = exc.gap
+    assert gap.reason == "lost" and gap.from_offset <= off < gap.to_offset
+    assert any(a <= off < b for a, b in t.lost_ranges()), (off, gap)
+
+
 def scan_log(t, end, log_paths):
     """Read every offset by get() and by read(); return {offset: True for an
-    exact record, False for a CorruptionError}. Anything else fails."""
+    exact record, False for a CorruptionError or a reported lost range (a
+    segment cut short: its records are gone, not wrong)}. Anything else
+    fails."""
     by_get = {}
     for off in range(end):
         try:
             rec = t.get(off)
         except pylog.CorruptionError as exc:
             check_corruption_error(exc, off, log_paths)
+            by_get[off] = False
+        except pylog.DataLossError as exc:
+            check_lost(exc, off, t)
             by_get[off] = False
         else:
             assert same(rec, off), f"get({off}) returned wrong data: {rec!r}"
@@ -122,6 +134,10 @@ def scan_log(t, end, log_paths):
                 off += 1
         except pylog.CorruptionError as exc:
             check_corruption_error(exc, off, log_paths)
+            by_read[off] = False
+            off += 1
+        except pylog.DataLossError as exc:
+            check_lost(exc, off, t)
             by_read[off] = False
             off += 1
         else:
@@ -222,22 +238,17 @@ def run_case(pristine, work, starts, end0, target, rnd):
         end = t.end_offset
         print(f"  -> end_offset {end} of {end0}", file=sys.stderr, flush=True)
         assert t.start_offset == 0
-        # end_offset is a batch boundary within what was written; only a
-        # damaged active segment can move it.
-        assert end in starts or end == end0
-        if active in damaged_logs:
-            assert bases[active] <= end <= end0
-        else:
-            assert end == end0
+        # The clean close vouched for end_offset: damage never moves it
+        # back (offsets are never reused); what is gone is a lost range.
+        assert end == end0
         by_get, by_read = scan_log(t, end, [logs[i] for i in damaged_logs])
 
         def seg_of(off):
             return max(i for i, b in enumerate(bases) if b <= off)
 
         for off in range(end):
-            if seg_of(off) not in damaged_logs or seg_of(off) == active:
-                # Undamaged segments, and the recovered active one below
-                # its new end, read back intact.
+            if seg_of(off) not in damaged_logs:
+                # Undamaged segments read back intact.
                 assert by_get[off] and by_read[off], (
                     f"offset {off} in an undamaged segment is unreadable")
         if target == "sealed-idx":
@@ -347,9 +358,9 @@ def test_corrupt_sealed_segment_does_not_stop_open(pristine, tmp_path):
 
 
 def test_missing_sealed_segment_is_reported_not_fatal(pristine, tmp_path):
-    """Offsets of a lost segment file are reported as corruption of the
-    segment before it (which should have held them), not returned as
-    anything else; the rest of the log reads and appends as before."""
+    """Offsets of a segment file removed by hand are a lost range, found
+    when the segment before it (whose data ends early) is read; the rest
+    of the log reads and appends as before."""
     src, _, _, end = pristine
     path = str(tmp_path / "log")
     shutil.copytree(src, path)
@@ -364,6 +375,7 @@ def test_missing_sealed_segment_is_reported_not_fatal(pristine, tmp_path):
         assert by_get == by_read
         assert [o for o in by_get if not by_get[o]] == list(
             range(bases[3], bases[4]))
+        assert t.lost_ranges() == [(bases[3], bases[4])]
         assert t.append(b"more") == end
 
 
@@ -404,27 +416,39 @@ def test_damaged_index_is_rebuilt(pristine, tmp_path, how):
             assert f.read() == originals[p], f"{p} not rebuilt"
 
 
-def test_torn_active_tail_is_cut_to_batch_boundary(pristine, tmp_path):
+@pytest.mark.parametrize("vouched", [False, True])
+def test_torn_active_tail_is_cut_to_batch_boundary(pristine, tmp_path,
+                                                   vouched):
+    """A tail cut into the last batch: without a checkpoint vouching for
+    it (a crash before anything was synced), the topic ends at the batch
+    boundary and appends go on there; with one (the clean close's), the
+    batch's offsets are a lost range and appends go on after it."""
     src, _, starts, end = pristine
     path = str(tmp_path / "log")
     shutil.copytree(src, path)
     active = logs_of(path)[-1]
+    if not vouched:
+        os.unlink(os.path.join(os.path.dirname(active), "checkpoint"))
     used = data_len(active)
     with open(active, "r+b") as f:
         f.truncate(used - 3)  # cut into the last batch
     last = starts[-1]
+    new_end = end if vouched else last
     with pylog.open(path) as log:
         t = log.topic("t")
-        assert t.end_offset == last
-        with pytest.raises(pylog.OffsetOutOfRangeError):
+        assert t.end_offset == new_end
+        assert t.lost_ranges() == ([(last, end)] if vouched else [])
+        with pytest.raises(pylog.DataLossError if vouched
+                           else pylog.OffsetOutOfRangeError):
             t.get(last)
-        assert [r.offset for r in t.read(0)] == list(range(last))
-        assert all(same(r, r.offset) for r in t.read(0))
-        assert t.append(b"new") == last
+        assert [r.offset for r in t.read(0, max_records=last)] == list(
+            range(last))
+        assert all(same(r, r.offset) for r in t.read(0, max_records=last))
+        assert t.append(b"new") == new_end
     with pylog.open(path) as log:
         t = log.topic("t")
-        assert t.end_offset == last + 1
-        assert bytes(t.get(last).value) == b"new"
+        assert t.end_offset == new_end + 1
+        assert bytes(t.get(new_end).value) == b"new"
 
 
 def test_index_entry_at_the_first_record_of_a_batch_is_not_corruption(

@@ -301,7 +301,7 @@ def test_segment_format_version_mismatch_raises_on_open(tmp_path):
         with pytest.raises(pylog.FormatVersionError) as exc:
             log.topic("t")
         assert os.path.basename(seg) in str(exc.value)
-        assert log.topics() == ["t"]  # the catalog still knows it
+        assert log.topics() == ["t"]  # the topic is still there
     with open(seg, "rb") as f:  # and the file was left as it was
         assert f.read(12)[8:] == b"\x02\0\0\0"
 
@@ -327,20 +327,33 @@ def test_sealed_segment_format_version_mismatch_raises_on_read(tmp_path):
 
 # ---- open / sweep / close ----------------------------------------------------------------
 
-def test_orphan_topic_directories_are_removed_at_open(tmp_path):
+def test_topic_directories_are_kept_and_empty_leftovers_removed(tmp_path):
+    """A directory holding segment files is a topic, whatever the catalog
+    and its meta file say: only delete_topic deletes data. An empty one is
+    what an interrupted create leaves, and goes."""
     d = tmp_path / "log"
     with pylog.open(d) as log:
         log.topic("real").append(b"x")
-    orphan = topic_dir(d, "ghost")
-    os.makedirs(orphan)
-    with open(os.path.join(orphan, "00000000000000000000.log"), "wb") as f:
+    ghost = topic_dir(d, "ghost")
+    os.makedirs(ghost)
+    with open(os.path.join(ghost, "00000000000000000000.log"), "wb") as f:
         f.write(b"junk")
+    empty = topic_dir(d, "empty")
+    os.makedirs(empty)
     os.makedirs(os.path.join(d, "trash", "leftover"))
     with pylog.open(d) as log:
-        assert not os.path.exists(orphan)
+        assert os.path.exists(ghost)
+        assert not os.path.exists(empty)
         assert not os.path.exists(os.path.join(d, "trash", "leftover"))
-        assert log.topics() == ["real"]
-        assert log.topic("ghost").end_offset == 0  # a fresh topic
+        assert log.topics() == ["ghost", "real"]
+        assert any("'ghost'" in line and "meta" in line
+                   for line in log.recovery)
+        g = log.topic("ghost")
+        assert g.end_offset == 0 and g.config == pylog.open.__globals__[
+            "TOPIC_DEFAULTS"]
+        # the junk that was no segment is kept beside it, not destroyed
+        assert os.path.exists(os.path.join(
+            ghost, "00000000000000000000.log.damaged"))
         assert bytes(log.topic("real").get(0).value) == b"x"
 
 

@@ -10,7 +10,9 @@ opens that. Its dump is checked against everything the earlier children
 were told:
 
   opens      the log opens (the child reaches its dump)
-  readable   no read fails (no hole that reads fail on)
+  readable   no read fails (no hole that reads fail on): a read may only
+             meet a lost range the topic reports (stats, DataLossError with
+             its gap), and then goes on after it
   exact      every record returned is one that was written, byte for byte
   offsets    every record is at an offset in [start_offset, end_offset), in
              order

@@ -264,6 +264,10 @@ def test_append_batch_with_one_bad_value_writes_nothing(topic):
     assert topic.end_offset == 0
 
 
+def values_of_from(t, off):
+    return [bytes(r.value) for r in t.read(off)]
+
+
 def test_torn_batch_is_dropped_whole_on_reopen(tmp_path):
     d = tmp_path / "log"
     with pylog.open(d) as log:
@@ -274,11 +278,50 @@ def test_torn_batch_is_dropped_whole_on_reopen(tmp_path):
     # Cut inside the last record of the batch: 32 + (48 + 20 + 6) + 48 +
     # 4 * 70 bytes of data end at 434; keep all but its last 10 bytes.
     os.truncate(seg, 434 - 10)
+    # No checkpoint: the file was cut before anything vouched for the batch
+    # (with the clean close's checkpoint, see the next test).
+    os.unlink(os.path.join(os.path.dirname(seg), "checkpoint"))
     with pylog.open(d) as log:
         t = log.topic("t")
         assert t.end_offset == 1
         assert values_of(t) == [b"single"]
         assert t.append(b"again") == 1
+
+
+def test_a_cut_below_a_vouched_end_is_a_lost_range_not_reused(tmp_path):
+    """A clean close recorded end_offset 5: offsets 1..4 existed. Cut from
+    the file afterwards, they are reported lost; new records never take
+    their offsets (invariant 9)."""
+    d = tmp_path / "log"
+    with pylog.open(d) as log:
+        t = log.topic("t")
+        t.append(b"single")
+        t.append_batch([b"x" * 50] * 4)
+    seg = segment_files(d, "t")[0]
+    os.truncate(seg, 434 - 10)
+    with pylog.open(d) as log:
+        t = log.topic("t")
+        assert (t.start_offset, t.end_offset) == (0, 5)
+        st = t.stats()
+        assert st["lost_ranges"] == [(1, 5)] and st["lost_records"] == 4
+        assert bytes(t.get(0).value) == b"single"
+        with pytest.raises(pylog.DataLossError) as exc:
+            t.get(3)
+        assert exc.value.gap == pylog.Gap("t", 1, 5, "lost")
+        assert t.append(b"again") == 5
+        with pytest.raises(pylog.DataLossError):
+            list(t.read(0))
+        assert values_of_from(t, 5) == [b"again"]
+        c = log.consumer("g", "t")
+        assert [bytes(r.value) for r in c.poll()] == [b"single", b"again"]
+        assert c.gaps == [pylog.Gap("t", 1, 5, "lost")]
+        strict = log.consumer("s", "t", on_gap="raise")
+        assert [bytes(r.value) for r in strict.poll()] == [b"single"]
+        with pytest.raises(pylog.DataLossError):
+            strict.poll()
+        assert strict.position("t") == 1  # it stays put
+    with pylog.open(d) as log:  # and it stays reported
+        assert log.topic("t").stats()["lost_ranges"] == [(1, 5)]
 
 
 # ---- reads -----------------------------------------------------------------------
