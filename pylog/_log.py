@@ -108,6 +108,7 @@ class Log:
         self._mu = threading.RLock()
         self._topics = {}
         self._closed = True
+        self._forwarders = None  # pylog.forward.Forwarders, made on first use
         os.makedirs(self.path, exist_ok=True)
         self._lockfd = os.open(os.path.join(self.path, "LOCK"),
                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -214,6 +215,25 @@ class Log:
             return Consumer(self, group, topics, start=start,
                             auto_commit=auto_commit, on_gap=on_gap)
 
+    # ---- forwarders (pylog/forward) ----------------------------------------
+    def forwarder(self, name, topics, sink, **options):
+        """A Forwarder uploading topics to sink, at least once and in order;
+        name is its consumer group. Not started: call start(), or use it as
+        a context manager. See pylog.forward.Forwarder for the options."""
+        from .forward import Forwarder
+        return Forwarder(self, name, topics, sink, **options)
+
+    @property
+    def forwarders(self):
+        """The log's forwarders by name, and the bandwidth cap they share
+        (``log.forwarders.max_bytes_per_s``)."""
+        with self._mu:
+            self._check_open()
+            if self._forwarders is None:
+                from .forward._forwarders import Forwarders
+                self._forwarders = Forwarders(self)
+            return self._forwarders
+
     def groups(self):
         """{group: {topic: committed position}} of every consumer group."""
         with self._mu:
@@ -288,7 +308,10 @@ class Log:
 
     def close(self):
         """Close every topic (flushing in sync modes other than 'none') and
-        release the directory. Idempotent."""
+        release the directory. Idempotent. Running forwarders are stopped
+        first (each commits what its upstream confirmed)."""
+        if self._forwarders is not None and not self._closed:
+            self._forwarders._close_all()  # outside _mu: they commit
         with self._mu:
             if self._closed:
                 return
