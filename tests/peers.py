@@ -319,7 +319,11 @@ class KafkaMock:
                               "auto.offset.reset": "earliest",
                               "enable.auto.commit": False,
                               "log_level": 0})
-        c.subscribe(list(topics))
+        # Assign every partition from the beginning: no group to join.
+        md = c.list_topics(timeout=10)
+        c.assign([self.ck.TopicPartition(t, p, self.ck.OFFSET_BEGINNING)
+                  for t in topics if t in md.topics
+                  for p in md.topics[t].partitions])
         out, last = [], time.monotonic()
         deadline = last + timeout
         try:

@@ -119,7 +119,9 @@ class KafkaSink:
         try:
             return self._ck.Producer(self._conf)
         except (self._ck.KafkaException, TypeError, ValueError) as exc:
-            raise InvalidConfigError(f"KafkaSink config: {exc}") from None
+            err = exc.args[0] if exc.args else exc
+            why = err.str() if hasattr(err, "str") else str(err)
+            raise InvalidConfigError(f"KafkaSink config: {why}") from None
 
     def _on_error(self, err):
         self.last_error = err
@@ -167,9 +169,14 @@ class KafkaSink:
         produce = p.produce
         for i, r in enumerate(records):
             dest = render(topic=r.topic)
+            value = r.value  # values of 1 KiB and more are memoryviews
+            if type(value) is not bytes:
+                value = bytes(value)
             while True:
                 try:
-                    produce(dest, r.value, r.key, headers=r.headers or None,
+                    h = r.headers
+                    produce(dest, value, r.key,
+                            headers=list(h) if h else None,
                             timestamp=r.timestamp,
                             on_delivery=functools.partial(report, i))
                     break
@@ -186,16 +193,21 @@ class KafkaSink:
             if self._interrupted.is_set():
                 break
         deadline = time.monotonic() + self.delivery_timeout
+        purged = None
         while p.flush(WAIT_SLICE_S) > 0:
             if self._interrupted.is_set() or time.monotonic() >= deadline:
                 # What is still out goes back to the forwarder; purging it
                 # fires its delivery reports (_PURGE_*), so none comes later.
+                purged = ("interrupted" if self._interrupted.is_set() else
+                          f"not confirmed within {self.delivery_timeout:g}s")
+                if self.last_error is not None:
+                    purged += f" (last error: {self.last_error.str()})"
                 p.purge()
                 p.flush(0)
                 break
-        return self._outcome(p, records, status)
+        return self._outcome(p, records, status, purged)
 
-    def _outcome(self, p, records, status):
+    def _outcome(self, p, records, status, purged):
         retry, refused, reasons, fatal = [], [], [], None
         for r, st in zip(records, status):
             if st is True:
@@ -222,11 +234,9 @@ class KafkaSink:
             p.flush(0)
         if retry:
             why = fatal or next(
-                (s for s in status if s is not None and s is not True), None)
-            why = (why.str() if why is not None else
-                   f"not confirmed within {self.delivery_timeout:g}s"
-                   + (f" ({self.last_error.str()})" if self.last_error
-                      else ""))
+                (s for s in status if isinstance(s, self._ck.KafkaError)
+                 and not s.name().startswith("_PURGE")), None)
+            why = why.str() if why is not None else purged or "interrupted"
             # Refused records of the same send are sent again too (and
             # refused again): only a send's own outcome counts.
             again = {id(r) for r in retry + refused}
