@@ -372,6 +372,7 @@ class HttpPeer:
         self._mu = threading.Lock()
         self._server = None
         self._thread = None
+        self._conns = set()  # open client connections (keep-alive)
 
     @property
     def url(self):
@@ -383,6 +384,16 @@ class HttpPeer:
 
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                with peer._mu:
+                    peer._conns.add(self.request)
+
+            def finish(self):
+                with peer._mu:
+                    peer._conns.discard(self.request)
+                super().finish()
 
             def do_HEAD(self):
                 self.send_response(405)
@@ -454,12 +465,20 @@ class HttpPeer:
         return self
 
     def down(self):
-        """Close the port: new connections are refused."""
+        """Close the port and every open connection: new connections are
+        refused, kept-alive ones are cut."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._thread.join()
             self._server = None
+        with self._mu:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def up(self):
         self.start()

@@ -342,7 +342,7 @@ class MqttSink:
         if self.template.static is not None:
             return self.template.static
         key = ""
-        if r.key is not None:
+        if r.key is not None and "key" in self.template.fields:
             key = _text(r.key)
             if key is None:
                 raise InvalidConfigError(
