@@ -454,10 +454,14 @@ class HttpPeer:
                 self.records.extend(recs)
         return status, extra
 
+    class _Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            pass  # a client killed mid-request: nothing to report
+
     def start(self):
-        self._server = http.server.ThreadingHTTPServer(
-            (LOOPBACK, self.port), self._handler())
-        self._server.daemon_threads = True
+        self._server = self._Server((LOOPBACK, self.port), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05},
                                         daemon=True)

@@ -38,9 +38,12 @@ from ._retry import Backoff, check_backoff
 from ._sink import batch_bytes, check_sink
 
 log = logging.getLogger("pylog.forward")
+# A library logs for applications that configure logging, never on its own.
+log.addHandler(logging.NullHandler())
 
 STATES = ("created", "running", "backoff", "stopped", "failed")
 IDLE_POLL_S = 1.0       # an idle forwarder's poll returns this often
+FLUSH_SLICE_S = 0.1     # flush() looks at the positions at least this often
 LINGER_SLICE_S = 0.05   # lingering polls check flush() and stop() this often
 STOP_TIMEOUT_S = 30.0   # stop() waits this long for the send in flight
 ERROR_HEADER = "pylog.error"
@@ -134,7 +137,13 @@ class Forwarder:
         self._backoff = Backoff(*self.retry_backoff_ms)
         self._budget = (Budget(self.max_bytes_per_s)
                         if self.max_bytes_per_s is not None else None)
-        self._cv = threading.Condition()
+        # _mu: a plain Lock (its C-level __enter__ cannot be left half-done
+        # by a KeyboardInterrupt) for the lifecycle; the thread updates its
+        # counters alone and stats() reads them without a lock. flush()
+        # waits on _progress, which the thread only ever notifies with a
+        # non-blocking acquire: nothing a user's thread holds can stall it.
+        self._mu = threading.Lock()
+        self._progress = threading.Condition(threading.Lock())
         self._stopping = threading.Event()
         self._state = "created"
         self._stop_called = False
@@ -163,7 +172,7 @@ class Forwarder:
     # ---- lifecycle ---------------------------------------------------------
     def start(self):
         """Start the background thread; returns self."""
-        with self._cv:
+        with self._mu:
             if self._released and self._state == "created":
                 raise ForwarderError(f"forwarder {self.name!r} was closed")
             if self._state != "created":
@@ -186,7 +195,7 @@ class Forwarder:
         forwarder of this name."""
         if timeout is not None and not timeout >= 0:
             raise ValueError("timeout must be >= 0 seconds or None")
-        with self._cv:
+        with self._mu:
             if self._state == "created":
                 raise ForwarderError(
                     f"forwarder {self.name!r} was not started (close() "
@@ -198,7 +207,6 @@ class Forwarder:
             self._stopping.set()
             if self._idle:  # wake its poll; it holds no unconfirmed send
                 self._consumer.close()
-            self._cv.notify_all()
         self._wake_budgets()
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -207,14 +215,14 @@ class Forwarder:
                 interrupt()
             self._thread.join()
         self._release()
-        with self._cv:
+        with self._mu:
             if self._state != "failed":
                 self._state = "stopped"
-            self._cv.notify_all()
+        self._notify()
 
     def close(self):
         """Stop if running and release the group; idempotent."""
-        with self._cv:
+        with self._mu:
             stop = self._state != "created" and not self._stop_called
         if stop:
             self.stop()
@@ -222,7 +230,7 @@ class Forwarder:
             self._release()
 
     def _release(self):
-        with self._cv:
+        with self._mu:
             if self._released:
                 return
             self._released = True
@@ -276,23 +284,21 @@ class Forwarder:
     def stats(self):
         """A dict: state, sent_records, sent_bytes, batches, retries,
         dead_lettered, gaps, in_flight, last_error, last_success_ms, lag."""
-        with self._cv:
-            s = {
-                "name": self.name,
-                "state": self._state,
-                "sent_records": self._sent_records,
-                "sent_bytes": self._sent_bytes,
-                "batches": self._batches,
-                "retries": self._retries,
-                "dead_lettered": self._dead,
-                "gaps": len(self._consumer.gaps),
-                "in_flight": self._in_flight,
-                "last_error": self._last_error,
-                "last_success_ms": self._last_success_ms,
-                "priority": self.priority,
-            }
-        s["lag"] = self.lag()
-        return s
+        return {
+            "name": self.name,
+            "state": self._state,
+            "sent_records": self._sent_records,
+            "sent_bytes": self._sent_bytes,
+            "batches": self._batches,
+            "retries": self._retries,
+            "dead_lettered": self._dead,
+            "gaps": len(self._consumer.gaps),
+            "in_flight": self._in_flight,
+            "last_error": self._last_error,
+            "last_success_ms": self._last_success_ms,
+            "priority": self.priority,
+            "lag": self.lag(),
+        }
 
     def flush(self, timeout=10.0):
         """Wait until every record appended to the topics before this call
@@ -304,10 +310,9 @@ class Forwarder:
             raise ValueError("timeout must be >= 0 seconds or None")
         targets = {t.name: t.end_offset for t in self._topics}
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cv:
-            if self._state == "created":
-                raise ForwarderError(
-                    f"forwarder {self.name!r} was not started")
+        if self._state == "created":
+            raise ForwarderError(f"forwarder {self.name!r} was not started")
+        with self._progress:
             self._flushes += 1
             try:
                 while True:
@@ -315,9 +320,11 @@ class Forwarder:
                     if not lag:
                         return True
                     if self._state == "failed":
+                        err = self._error
                         raise ForwarderFailedError(
-                            f"forwarder {self.name!r} failed: "
-                            f"{self._last_error}", self._error)
+                            str(err) if isinstance(err, ForwarderFailedError)
+                            else f"forwarder {self.name!r} failed: "
+                                 f"{_describe(err)}", err)
                     if self._state == "stopped":
                         raise ForwarderError(
                             f"forwarder {self.name!r} is {self._state}: "
@@ -326,10 +333,18 @@ class Forwarder:
                         deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return False
-                    self._cv.wait(IDLE_POLL_S if left is None
-                                  else min(left, IDLE_POLL_S))
+                    self._progress.wait(FLUSH_SLICE_S if left is None
+                                        else min(left, FLUSH_SLICE_S))
             finally:
                 self._flushes -= 1
+
+    def _notify(self):
+        """Wake flush() waiters, never waiting for their lock."""
+        if self._progress.acquire(blocking=False):
+            try:
+                self._progress.notify_all()
+            finally:
+                self._progress.release()
 
     def _lag_to(self, targets):
         out = {}
@@ -351,19 +366,19 @@ class Forwarder:
             err = f.error
         except BaseException as exc:  # noqa: BLE001 - the thread's end
             err = exc
-        with self._cv:
-            if err is not None:
+        if err is not None:
+            with self._mu:
                 self._error = err
                 self._last_error = _describe(err)
                 self._state = "failed"
-            self._cv.notify_all()
+        self._notify()
         if err is not None:
             log.error("forwarder %r failed: %s", self.name, _describe(err))
 
     def _next_batch(self):
         """Poll a batch: wait for a first record, then linger for more."""
         c = self._consumer
-        with self._cv:
+        with self._mu:
             if self._stopping.is_set():
                 return None
             self._idle = True
@@ -393,7 +408,7 @@ class Forwarder:
             if not self._stopping.is_set():
                 raise
         finally:
-            with self._cv:
+            with self._mu:
                 self._idle = False
         if self._stopping.is_set():
             return None  # not sent, not committed: the next run sends it
@@ -403,8 +418,7 @@ class Forwarder:
         parts = collections.deque([batch])
         pending = {_key(r): r for r in batch}  # neither confirmed nor refused
         attempt = 0
-        with self._cv:
-            self._in_flight = len(batch)
+        self._in_flight = len(batch)
         try:
             while parts:
                 part = parts[0]
@@ -446,8 +460,7 @@ class Forwarder:
             self._commit(pending.values(), quiet=True)
             raise
         finally:
-            with self._cv:
-                self._in_flight = 0
+            self._in_flight = 0
         self._commit(pending.values())
 
     @staticmethod
@@ -484,28 +497,26 @@ class Forwarder:
         for r in done:
             pending.pop(_key(r), None)
         n = batch_bytes(done)
-        with self._cv:
-            self._sent_records += len(done)
-            self._sent_bytes += n
-            self._batches += 1
-            self._in_flight -= len(done)
-            self._last_success_ms = time.time_ns() // 1_000_000
+        self._sent_records += len(done)
+        self._sent_bytes += n
+        self._batches += 1
+        self._in_flight -= len(done)
+        self._last_success_ms = time.time_ns() // 1_000_000
 
     def _retry(self, exc, attempt):
-        with self._cv:
-            self._retries += 1
-            self._last_error = _describe(exc)
+        self._retries += 1
+        self._last_error = _describe(exc)
         if self.max_retries is not None and attempt > self.max_retries:
             raise _Failure(ForwarderFailedError(
                 f"forwarder {self.name!r} gave up after {self.max_retries} "
                 f"retries: {_describe(exc)}", exc))
         delay = self._backoff.delay(attempt - 1, exc.retry_after)
-        with self._cv:
+        with self._mu:
             if self._stopping.is_set():
                 return
             self._state = "backoff"
         self._stopping.wait(delay)
-        with self._cv:
+        with self._mu:
             if self._state == "backoff":
                 self._state = "running"
 
@@ -514,8 +525,7 @@ class Forwarder:
         (with headers naming the error, the topic and the offset), or fail."""
         if not records:
             return
-        with self._cv:
-            self._last_error = _describe(exc)
+        self._last_error = _describe(exc)
         first = records[0]
         if self.dead_letter_topic is None:
             raise _Failure(ForwarderFailedError(
@@ -541,9 +551,8 @@ class Forwarder:
                 f"{self.dead_letter_topic!r}: {dl_exc}", dl_exc)) from dl_exc
         for r in records:
             pending.pop(_key(r), None)
-        with self._cv:
-            self._dead += len(records)
-            self._in_flight -= len(records)
+        self._dead += len(records)
+        self._in_flight -= len(records)
         log.warning("forwarder %r: %d record(s) refused upstream went to "
                     "topic %r (first: %r offset %d): %s", self.name,
                     len(records), self.dead_letter_topic, first.topic,
@@ -564,6 +573,5 @@ class Forwarder:
                           _describe(exc))
                 return
             raise _Failure(exc) from exc
-        with self._cv:
-            self._committed.update(pos)
-            self._cv.notify_all()
+        self._committed.update(pos)
+        self._notify()
