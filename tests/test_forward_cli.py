@@ -180,3 +180,17 @@ def test_the_gateway_example(tmp_path, mosquitto):  # noqa: F811
             assert len(f.read().splitlines()) < 40
     finally:
         sub.close()
+
+
+def test_the_demo_kills_at_a_random_moment_up_or_down():
+    """pylog demo used to kill in the middle of a down phase, so its
+    "duplicated 0" was built in; now any moment of the middle half."""
+    import random
+
+    from pylog import _demo
+    rnd = random.Random(7)
+    moments = [_demo.kill_time(6.0, rnd) for _ in range(400)]
+    assert 1.5 <= min(moments) and max(moments) <= 4.5
+    phases = {_demo.uplink_down(0.0, m) for m in moments}
+    assert phases == {True, False}
+    assert len({round(m, 3) for m in moments}) > 300
