@@ -167,12 +167,13 @@ class Consumer:
                 raise
             if recs:
                 out.extend(recs)
-                if bytes_left is not None:
-                    bytes_left -= sum(len(r.value) + len(r.key or b"")
-                                      for r in recs)
-            if (len(out) >= min_records or len(out) >= max_records
-                    or (bytes_left is not None and bytes_left <= 0)):
+            if len(out) >= min_records:  # (min_records <= max_records)
                 return self._polled(out)
+            if recs and bytes_left is not None:  # only to read on
+                bytes_left -= sum(len(r.value) + len(r.key or b"")
+                                  for r in recs)
+                if bytes_left <= 0:
+                    return self._polled(out)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return self._polled(out)

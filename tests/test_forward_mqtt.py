@@ -111,8 +111,7 @@ def test_broker_restarts_lose_nothing_and_keep_the_order(
                                   500 * (i + 1), 60)
                 mosquitto.restart(down_for=0.3)
                 fill(t, 500, start=t.end_offset)
-            assert fw.flush(60)
-            assert fw.stats()["retries"] >= 1
+            assert fw.flush(60)  # (a restart between two sends costs no retry)
         end = t.end_offset
     assert subscriber.wait_for(end, 60)
     time.sleep(0.3)  # duplicates, if any, arrive too

@@ -20,9 +20,14 @@ One background thread runs the loop::
   duplicates of a retry are set aside).
 - A batch is sent when it holds batch_records records or batch_bytes bytes
   (keys + values), or linger_ms after its first record was polled.
-- The thread waits in C (poll), in Condition/Event waits (budgets, backoff)
-  and in the clients' socket calls: never holding the GIL, never taking a
-  lock an append needs.
+- One thread polls, sends and commits, in that order. (A second thread
+  polling and encoding the next batch while the first waited for its
+  upstream made every sink slower in bench/forward.py: both threads run
+  Python code, and each short GIL release of the client library let the
+  other one in for a while, stretching every round trip.)
+- The thread waits in C (poll), in Condition/Event waits (budgets,
+  backoff) and in the clients' socket calls: never holding the GIL, never
+  taking a lock an append needs.
 """
 import collections
 import logging
@@ -42,7 +47,7 @@ log = logging.getLogger("pylog.forward")
 log.addHandler(logging.NullHandler())
 
 STATES = ("created", "running", "backoff", "stopped", "failed")
-IDLE_POLL_S = 1.0       # an idle forwarder's poll returns this often
+IDLE_POLL_S = 0.25      # an idle forwarder looks at stop() this often
 FLUSH_SLICE_S = 0.1     # flush() looks at the positions at least this often
 LINGER_SLICE_S = 0.05   # lingering polls check flush() and stop() this often
 STOP_TIMEOUT_S = 30.0   # stop() waits this long for the send in flight
@@ -148,7 +153,6 @@ class Forwarder:
         self._state = "created"
         self._stop_called = False
         self._released = False
-        self._idle = False
         self._flushes = 0
         self._thread = None
         self._error = None
@@ -183,8 +187,8 @@ class Forwarder:
             self._log._check_open()
             self._state = "running"
             self._thread = threading.Thread(
-                target=self._run, name=f"pylog-forwarder-{self.name}",
-                daemon=True)
+                target=self._run, daemon=True,
+                name=f"pylog-forwarder-{self.name}")
             self._thread.start()
         return self
 
@@ -205,8 +209,6 @@ class Forwarder:
                     f"forwarder {self.name!r} is stopped already")
             self._stop_called = True
             self._stopping.set()
-            if self._idle:  # wake its poll; it holds no unconfirmed send
-                self._consumer.close()
         self._wake_budgets()
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -355,68 +357,64 @@ class Forwarder:
         return out
 
     # ---- the loop ----------------------------------------------------------
+    def _fail(self, err):
+        with self._mu:
+            if self._error is None:
+                self._error = err
+                self._last_error = _describe(err)
+                self._state = "failed"
+        self._stopping.set()
+        self._notify()
+        log.error("forwarder %r failed: %s", self.name, _describe(err))
+
     def _run(self):
-        err = None
+        """Poll a batch, send it, commit it; until stop() or a failure."""
+        c = self._consumer
         try:
             while not self._stopping.is_set():
                 batch = self._next_batch()
                 if batch:
-                    self._deliver(batch)
+                    positions = {t.name: c.position(t.name)
+                                 for t in self._topics}
+                    self._deliver(batch, positions)
         except _Failure as f:
-            err = f.error
+            self._fail(f.error)
         except BaseException as exc:  # noqa: BLE001 - the thread's end
-            err = exc
-        if err is not None:
-            with self._mu:
-                self._error = err
-                self._last_error = _describe(err)
-                self._state = "failed"
-        self._notify()
-        if err is not None:
-            log.error("forwarder %r failed: %s", self.name, _describe(err))
+            self._fail(exc)
 
     def _next_batch(self):
         """Poll a batch: wait for a first record, then linger for more."""
         c = self._consumer
-        with self._mu:
-            if self._stopping.is_set():
-                return None
-            self._idle = True
-        recs = []
-        try:
-            recs = c.poll(max_records=self.batch_records,
-                          max_bytes=self.batch_bytes, timeout=IDLE_POLL_S)
-            if recs and self.linger_ms:
-                n = len(recs)
-                room = self.batch_bytes - sum(
-                    len(r.value) + len(r.key or b"") for r in recs)
-                deadline = time.monotonic() + self.linger_ms / 1000.0
-                while n < self.batch_records and room > 0:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or self._flushes or self._stopping.is_set():
-                        break
-                    more = c.poll(max_records=self.batch_records - n,
-                                  max_bytes=room,
-                                  timeout=min(left, LINGER_SLICE_S),
-                                  min_records=self.batch_records - n)
-                    if more:
-                        recs.extend(more)
-                        n += len(more)
-                        room -= sum(len(r.value) + len(r.key or b"")
-                                    for r in more)
-        except E.ClosedError:
-            if not self._stopping.is_set():
-                raise
-        finally:
-            with self._mu:
-                self._idle = False
+        recs = c.poll(max_records=self.batch_records,
+                      max_bytes=self.batch_bytes, timeout=IDLE_POLL_S)
+        if recs and self.linger_ms:
+            n = len(recs)
+            room = self.batch_bytes - sum(
+                len(r.value) + len(r.key or b"") for r in recs)
+            deadline = time.monotonic() + self.linger_ms / 1000.0
+            while n < self.batch_records and room > 0:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._flushes or self._stopping.is_set():
+                    break
+                more = c.poll(max_records=self.batch_records - n,
+                              max_bytes=room,
+                              timeout=min(left, LINGER_SLICE_S),
+                              min_records=self.batch_records - n)
+                if more:
+                    recs.extend(more)
+                    n += len(more)
+                    room -= sum(len(r.value) + len(r.key or b"")
+                                for r in more)
         if self._stopping.is_set():
             return None  # not sent, not committed: the next run sends it
         return recs
 
-    def _deliver(self, batch):
+    def _deliver(self, batch, positions):
+        """Send a batch until every record is confirmed or refused (or the
+        forwarder stops), then commit: positions, lowered to the first
+        record of each topic that is neither."""
         parts = collections.deque([batch])
-        pending = {_key(r): r for r in batch}  # neither confirmed nor refused
+        pending = None  # made at the first trouble: {key: unconfirmed record}
         attempt = 0
         self._in_flight = len(batch)
         try:
@@ -424,11 +422,13 @@ class Forwarder:
                 part = parts[0]
                 if attempt and self._stopping.is_set():
                     break  # retrying at stop: the next run sends the rest
-                if not self._acquire(batch_bytes(part)):
+                size = batch_bytes(part)
+                if not self._acquire(size):
                     break
                 try:
                     self.sink.send(part)
                 except RetryableError as exc:
+                    pending = self._pending(pending, batch)
                     left = self._subset(part, exc.records)
                     self._confirm(part, left, pending)
                     if not left:
@@ -440,6 +440,7 @@ class Forwarder:
                     self._retry(exc, attempt)
                     continue
                 except RejectedError as exc:
+                    pending = self._pending(pending, batch)
                     refused = self._subset(part, exc.records)
                     self._confirm(part, refused, pending)
                     if exc.isolate and len(refused) > 1:
@@ -448,20 +449,34 @@ class Forwarder:
                         continue
                     self._reject(refused, exc, pending)
                 except Exception as exc:  # noqa: BLE001 - refused for good
+                    pending = self._pending(pending, batch)
                     if len(part) > 1:  # find the records it is about
                         self._split(parts)
                         continue
                     self._reject(part, exc, pending)
                 else:
-                    self._confirm(part, (), pending)
+                    self._confirm(part, (), pending, size)
                 parts.popleft()
                 attempt = 0
         except _Failure:
-            self._commit(pending.values(), quiet=True)
+            self._commit(positions, self._left(pending, parts), quiet=True)
             raise
         finally:
             self._in_flight = 0
-        self._commit(pending.values())
+        self._commit(positions, self._left(pending, parts))
+
+    @staticmethod
+    def _pending(pending, batch):
+        if pending is None:
+            pending = {_key(r): r for r in batch}
+        return pending
+
+    @staticmethod
+    def _left(pending, parts):
+        """The records neither confirmed nor refused."""
+        if pending is None:  # no trouble: only what was never sent
+            return [r for p in parts for r in p]
+        return list(pending.values())
 
     @staticmethod
     def _split(parts):
@@ -485,18 +500,20 @@ class Forwarder:
             return False
         return self._registry.budget.acquire(nbytes, self.priority, stopping)
 
-    def _confirm(self, part, unconfirmed, pending):
+    def _confirm(self, part, unconfirmed, pending, size=None):
         """Every record of part not in unconfirmed is safe upstream."""
         if unconfirmed:
             keys = {_key(r) for r in unconfirmed}
             done = [r for r in part if _key(r) not in keys]
+            size = None
         else:
             done = part
         if not done:
             return
-        for r in done:
-            pending.pop(_key(r), None)
-        n = batch_bytes(done)
+        if pending is not None:
+            for r in done:
+                pending.pop(_key(r), None)
+        n = batch_bytes(done) if size is None else size
         self._sent_records += len(done)
         self._sent_bytes += n
         self._batches += 1
@@ -558,12 +575,12 @@ class Forwarder:
                     len(records), self.dead_letter_topic, first.topic,
                     first.offset, _describe(exc))
 
-    def _commit(self, unconfirmed, quiet=False):
-        """Commit every position below the first unconfirmed record of each
-        topic (the current position of a topic with none)."""
+    def _commit(self, positions, unconfirmed, quiet=False):
+        """Commit positions (those right after the batch), each lowered to
+        the first unconfirmed record of its topic."""
         c = self._consumer
         try:
-            pos = {t.name: c.position(t.name) for t in self._topics}
+            pos = dict(positions)
             for r in unconfirmed:
                 pos[r.topic] = min(pos[r.topic], r.offset)
             c.commit(pos)

@@ -19,7 +19,7 @@
 - urllib3 keeps the connection alive between batches and does no retries
   of its own: the forwarder's backoff does them.
 """
-import base64
+import binascii
 import json
 import ssl
 import threading
@@ -30,30 +30,57 @@ from ._errors import RejectedError, RetryableError, UpstreamError
 from ._retry import parse_retry_after
 from ._sink import Template, require
 
+NDJSON_HEADERS = {"Content-Type": "application/x-ndjson"}
 RETRY_STATUS = {408, 429}
 ISOLATE_STATUS = {400, 413, 422}
 TLS_KEYS = {"ca_certs", "cert_file", "key_file", "key_password", "cert_reqs",
             "assert_hostname"}
-_b64 = base64.b64encode
+_b64 = binascii.b2a_base64
 
 
 def _b64s(b):
-    return _b64(b).decode("ascii")
+    return _b64(b, newline=False).decode("ascii")
 
 
-def _headers_json(headers):
+def _headers_json(headers, ascii=False):
     return json.dumps([[k, None if v is None else _b64s(v)]
-                       for k, v in headers], separators=(",", ":"))
+                       for k, v in headers], separators=(",", ":"),
+                      ensure_ascii=ascii)
 
 
-def ndjson_line(r):
-    """One record as a line of the NDJSON body (see the module's doc)."""
-    key = "null" if r.key is None else '"' + _b64s(r.key) + '"'
-    hdrs = _headers_json(r.headers) if r.headers else "[]"
-    # A topic name is [A-Za-z0-9._-]: nothing to escape.
-    return (f'{{"topic":"{r.topic}","offset":{r.offset},'
-            f'"timestamp":{r.timestamp},"key":{key},"headers":{hdrs},'
-            f'"value":"{_b64s(r.value)}"}}\n')
+def ndjson_py(records):
+    """The NDJSON body of records (see the module's doc), as bytes: the
+    reference for the C encoder (csrc/ndjson.c) that HttpSink uses."""
+    out = []
+    put = out.append
+    topic = None
+    for r in records:
+        if r.topic != topic:  # a topic name is [A-Za-z0-9._-]: no escapes
+            topic = r.topic
+            head = b'{"topic":"' + topic.encode() + b'","offset":'
+        put(head)
+        put(b'%d,"timestamp":%d,"key":' % (r.offset, r.timestamp))
+        k = r.key
+        if k is None:
+            put(b"null")
+        else:
+            put(b'"')
+            put(_b64(k, newline=False))
+            put(b'"')
+        if r.headers:
+            put(b',"headers":' + _headers_json(r.headers).encode("utf-8"))
+            put(b',"value":"')
+        else:
+            put(b',"headers":[],"value":"')
+        put(_b64(r.value, newline=False))
+        put(b'"}\n')
+    return b"".join(out)
+
+
+try:
+    from ._ndjson import encode as ndjson
+except ImportError:  # a tree whose extensions were not built
+    ndjson = ndjson_py
 
 
 class HttpSink:
@@ -140,28 +167,28 @@ class HttpSink:
     def close(self):
         self._pool.clear()
 
+    def _requests(self, records):
+        """The requests for records: (records, body, headers) each."""
+        if self.format == "raw":  # one request per record
+            return [([r], r.value, self._raw_headers(r)) for r in records]
+        if self.template.static is not None:
+            groups = [records]
+        else:  # one request per topic, each in offset order
+            by_topic = {}
+            for r in records:
+                by_topic.setdefault(r.topic, []).append(r)
+            groups = list(by_topic.values())
+        return [(g, ndjson(g), NDJSON_HEADERS) for g in groups]
+
     def send(self, records):
         self._interrupted.clear()
-        if self.format == "raw":  # one request per record
-            requests = [([r], r.value, self._raw_headers(r)) for r in records]
-        else:
-            if self.template.static is not None:
-                groups = [records]
-            else:  # one request per topic, each in offset order
-                by_topic = {}
-                for r in records:
-                    by_topic.setdefault(r.topic, []).append(r)
-                groups = list(by_topic.values())
-            requests = [(g, None, None) for g in groups]
+        requests = self._requests(records)
         refused, isolate, retry, why = [], False, None, None
         for i, (recs, body, headers) in enumerate(requests):
             if i and self._interrupted.is_set():
                 retry = [r for q in requests[i:] for r in q[0]]
                 why = why or RetryableError("interrupted")
                 break
-            if body is None:
-                body = "".join(map(ndjson_line, recs)).encode("ascii")
-                headers = {"Content-Type": "application/x-ndjson"}
             try:
                 self._post(self.template.render(topic=recs[0].topic), body,
                            headers, len(recs))
@@ -190,7 +217,7 @@ class HttpSink:
         if r.key is not None:
             h["Pylog-Key"] = _b64s(r.key)
         if r.headers:
-            h["Pylog-Headers"] = _headers_json(r.headers)
+            h["Pylog-Headers"] = _headers_json(r.headers, ascii=True)
         return h
 
     @staticmethod

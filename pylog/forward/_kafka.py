@@ -19,7 +19,6 @@
   invalid record or topic) is reported with RejectedError, the others of
   the send being confirmed; a fatal producer error makes a new producer.
 """
-import functools
 import logging
 import threading
 import time
@@ -36,6 +35,7 @@ DEFAULTS = {
     "message.timeout.ms": 0,
     "partitioner": "murmur2_random",
     "linger.ms": 5,
+    "delivery.report.only.error": True,  # see KafkaSink._send
 }
 # Errors that no retry can fix: the records go to the dead-letter topic.
 REFUSED = (
@@ -152,45 +152,55 @@ class KafkaSink:
             p.purge()
             p.flush(0)
 
+    def _prepare(self, records):
+        """The produce() arguments of records."""
+        render, dests, out = self.template.render, {}, []
+        for r in records:
+            dest = dests.get(r.topic)
+            if dest is None:
+                dest = dests[r.topic] = render(topic=r.topic)
+            value = r.value  # values of 1 KiB and more are memoryviews
+            if type(value) is not bytes:
+                value = bytes(value)
+            h = r.headers
+            out.append((dest, value, r.key, list(h) if h else None,
+                        r.timestamp))
+        return out
+
     def send(self, records):
+        msgs = self._prepare(records)
         with self._mu:
             if self._producer is None:
                 self._producer = self._new_producer()
             self._interrupted.clear()
-            return self._send(self._producer, records)
+            return self._send(self._producer, records, msgs)
 
-    def _send(self, p, records):
-        status = [None] * len(records)   # None: unconfirmed
-
-        def report(i, err, _msg):
-            status[i] = err or True
-
-        render = self.template.render
+    def _send(self, p, records, msgs):
+        # Delivery reports come for failures only (delivery.report.only.
+        # error): a record is confirmed once the queue is empty and no
+        # report named it. A report names a message by its content.
+        status = [True] * len(records)
+        failed = []
+        report = failed.append
+        on_delivery = lambda err, msg: report((err, msg))  # noqa: E731
         produce = p.produce
-        for i, r in enumerate(records):
-            dest = render(topic=r.topic)
-            value = r.value  # values of 1 KiB and more are memoryviews
-            if type(value) is not bytes:
-                value = bytes(value)
-            while True:
+        done = 0  # records handed to produce() (or refused by it)
+        for i, (dest, value, key, headers, ts) in enumerate(msgs):
+            while not self._interrupted.is_set():
                 try:
-                    h = r.headers
-                    produce(dest, value, r.key,
-                            headers=list(h) if h else None,
-                            timestamp=r.timestamp,
-                            on_delivery=functools.partial(report, i))
-                    break
+                    produce(dest, value, key, headers=headers, timestamp=ts,
+                            on_delivery=on_delivery)
                 except BufferError:  # the local queue is full: let it drain
                     p.poll(WAIT_SLICE_S)
-                    if self._interrupted.is_set():
-                        break
+                    continue
                 except self._ck.KafkaException as exc:
                     status[i] = exc.args[0]  # e.g. larger than message.max.bytes
-                    break
                 except (TypeError, ValueError) as exc:
                     status[i] = exc
-                    break
-            if self._interrupted.is_set():
+                done = i + 1
+                break
+            if done <= i:  # interrupted: the rest was never sent
+                status[i:] = [None] * (len(msgs) - i)
                 break
         deadline = time.monotonic() + self.delivery_timeout
         purged = None
@@ -205,7 +215,23 @@ class KafkaSink:
                 p.purge()
                 p.flush(0)
                 break
+        if failed:
+            self._name_failures(msgs, status, failed)
         return self._outcome(p, records, status, purged)
+
+    @staticmethod
+    def _name_failures(msgs, status, failed):
+        """Put each failure report on the record it is about (the first
+        one not yet named with the same topic, key and value: records
+        alike in all three are alike upstream too)."""
+        where = {}
+        for i, (dest, value, key, _, _) in enumerate(msgs):
+            if status[i] is True:
+                where.setdefault((dest, key, value), []).append(i)
+        for err, msg in failed:
+            same = where.get((msg.topic(), msg.key(), msg.value()))
+            if same:
+                status[same.pop(0)] = err
 
     def _outcome(self, p, records, status, purged):
         retry, refused, reasons, fatal = [], [], [], None

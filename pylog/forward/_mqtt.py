@@ -250,12 +250,29 @@ class MqttSink:
         with self._mu:
             self._drop()
 
+    def _prepare(self, records):
+        """(topic, payload, properties) of each record, or (the error,
+        None, None) for one that cannot be published."""
+        out = []
+        for r in records:
+            try:
+                topic = self._render(r)
+            except InvalidConfigError as exc:
+                out.append((exc, None, None))
+                continue
+            props = self._props_cls(self._publish_type)
+            props.UserProperty = user_properties(r)
+            value = r.value if type(r.value) is bytes else bytes(r.value)
+            out.append((topic, value, props))
+        return out
+
     def send(self, records):
+        msgs = self._prepare(records)
         with self._mu:
             self._interrupted.clear()
             for i in range(0, len(records), MAX_MIDS):
                 try:
-                    self._send(records[i:i + MAX_MIDS])
+                    self._send(records[i:i + MAX_MIDS], msgs[i:i + MAX_MIDS])
                 except (RetryableError, RejectedError) as exc:
                     if isinstance(exc, RetryableError) and exc.records is not None:
                         exc.records = list(exc.records) + list(
@@ -269,7 +286,7 @@ class MqttSink:
                             + list(records[i + MAX_MIDS:])) from None
                     raise
 
-    def _send(self, records):
+    def _send(self, records, msgs):
         if self._client is None or not self._connected:
             self._drop()
             self._connect(self.timeout)
@@ -279,14 +296,13 @@ class MqttSink:
         mids = [None] * len(records)
         refused, reasons = {}, {}
         lost = False
-        for i, r in enumerate(records):
+        for i, (topic, value, props) in enumerate(msgs):
+            if isinstance(topic, Exception):
+                refused[i], reasons[i] = True, str(topic)
+                continue
             try:
-                topic = self._render(r)
-                props = self._props_cls(self._publish_type)
-                props.UserProperty = user_properties(r)
-                value = r.value if type(r.value) is bytes else bytes(r.value)
                 info = c.publish(topic, value, self.qos, properties=props)
-            except (ValueError, InvalidConfigError) as exc:
+            except ValueError as exc:  # e.g. a payload over 256 MiB
                 refused[i], reasons[i] = True, str(exc)
                 continue
             if info.rc != self._mqtt.MQTT_ERR_SUCCESS:

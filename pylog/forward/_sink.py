@@ -37,20 +37,21 @@ def check_sink(sink):
     return sink
 
 
-def record_bytes(r):
-    """The bytes a record weighs for budgets and stats: key, value and
-    header names and values."""
-    n = len(r.value)
-    if r.key is not None:
-        n += len(r.key)
-    if r.headers:
-        for k, v in r.headers:
-            n += len(k) + (0 if v is None else len(v))
-    return n
-
-
 def batch_bytes(records):
-    return sum(map(record_bytes, records))
+    """The bytes records weigh for budgets and stats: keys, values, header
+    names and values. (One loop, no call per record: it runs for every
+    batch.)"""
+    n = 0
+    for r in records:
+        n += len(r.value)
+        k = r.key
+        if k is not None:
+            n += len(k)
+        h = r.headers
+        if h:
+            for name, v in h:
+                n += len(name) + (0 if v is None else len(v))
+    return n
 
 
 class Template:
