@@ -25,7 +25,7 @@ import time
 
 from .._errors import InvalidConfigError
 from ._errors import RejectedError, RetryableError, UpstreamError
-from ._sink import Template, require
+from ._sink import Template, check_seconds, require
 
 log = logging.getLogger("pylog.forward.kafka")
 
@@ -93,16 +93,15 @@ class KafkaSink:
         if str(conf["acks"]).lower() not in ("all", "-1"):
             raise InvalidConfigError(
                 f"KafkaSink needs acks=all, not acks={conf['acks']!r}")
-        if (isinstance(delivery_timeout, bool)
-                or not isinstance(delivery_timeout, (int, float))
-                or not delivery_timeout > 0):
-            raise InvalidConfigError(
-                f"delivery_timeout must be a number > 0, not "
-                f"{delivery_timeout!r}")
+        check_seconds(delivery_timeout, "delivery_timeout")
         self.template = Template(topic, ("topic",), "KafkaSink topic")
         self.delivery_timeout = float(delivery_timeout)
         self._user_error_cb = conf.pop("error_cb", None)
         conf["error_cb"] = self._on_error
+        # One delivery callback for the producer (not one per produce()
+        # call); with delivery.report.only.error it hears of failures only.
+        self._failed = []
+        conf["on_delivery"] = self._on_delivery
         conf.setdefault("logger", _ClientLog())
         self._conf = conf
         self._interrupted = threading.Event()
@@ -122,6 +121,9 @@ class KafkaSink:
             err = exc.args[0] if exc.args else exc
             why = err.str() if hasattr(err, "str") else str(err)
             raise InvalidConfigError(f"KafkaSink config: {why}") from None
+
+    def _on_delivery(self, err, msg):
+        self._failed.append((err, msg))
 
     def _on_error(self, err):
         self.last_error = err
@@ -180,16 +182,17 @@ class KafkaSink:
         # error): a record is confirmed once the queue is empty and no
         # report named it. A report names a message by its content.
         status = [True] * len(records)
-        failed = []
-        report = failed.append
-        on_delivery = lambda err, msg: report((err, msg))  # noqa: E731
+        failed = self._failed = []
         produce = p.produce
         done = 0  # records handed to produce() (or refused by it)
         for i, (dest, value, key, headers, ts) in enumerate(msgs):
             while not self._interrupted.is_set():
                 try:
-                    produce(dest, value, key, headers=headers, timestamp=ts,
-                            on_delivery=on_delivery)
+                    if headers is None:
+                        produce(dest, value, key, timestamp=ts)
+                    else:
+                        produce(dest, value, key, headers=headers,
+                                timestamp=ts)
                 except BufferError:  # the local queue is full: let it drain
                     p.poll(WAIT_SLICE_S)
                     continue
