@@ -28,7 +28,7 @@ import urllib.parse
 from .._errors import InvalidConfigError
 from ._errors import RejectedError, RetryableError, UpstreamError
 from ._retry import parse_retry_after
-from ._sink import Template, require
+from ._sink import Template, check_known, check_seconds, require
 
 NDJSON_HEADERS = {"Content-Type": "application/x-ndjson"}
 RETRY_STATUS = {408, 429}
@@ -120,20 +120,12 @@ class HttpSink:
                     f"headers must map str to str on one line, not "
                     f"{k!r}: {v!r}")
             extra[k] = v
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-                or not timeout > 0:
-            raise InvalidConfigError(f"timeout must be a number > 0, not "
-                                     f"{timeout!r}")
+        check_seconds(timeout, "timeout")
         pool_kw = {}
         if isinstance(tls, ssl.SSLContext):
             pool_kw["ssl_context"] = tls
         elif isinstance(tls, dict):
-            unknown = set(tls) - TLS_KEYS
-            if unknown:
-                raise InvalidConfigError(
-                    f"unknown tls option(s) {sorted(unknown)} (known: "
-                    f"{', '.join(sorted(TLS_KEYS))})")
-            pool_kw.update(tls)
+            pool_kw.update(check_known(tls, TLS_KEYS, "tls option"))
         elif tls is not None:
             raise InvalidConfigError(
                 "tls must be None, an ssl.SSLContext or a dict of urllib3 "

@@ -26,7 +26,7 @@ import time
 
 from .._errors import InvalidConfigError
 from ._errors import RejectedError, RetryableError, UpstreamError
-from ._sink import Template, require
+from ._sink import Template, check_known, check_seconds, require
 
 REFUSED_CODES = {0x87, 0x90, 0x95, 0x99}  # not authorized, topic, size, format
 WAIT_SLICE_S = 0.2    # waits for acks notice interrupt() this often
@@ -106,20 +106,13 @@ class MqttSink:
         if password is not None and username is None:
             raise InvalidConfigError("password given without a username")
         if isinstance(tls, dict):
-            unknown = set(tls) - TLS_KEYS
-            if unknown:
-                raise InvalidConfigError(
-                    f"unknown tls option(s) {sorted(unknown)} (known: "
-                    f"{', '.join(sorted(TLS_KEYS))})")
+            check_known(tls, TLS_KEYS, "tls option")
         elif not (tls is None or isinstance(tls, (bool, ssl.SSLContext))):
             raise InvalidConfigError(
                 "tls must be None, True, an ssl.SSLContext or a dict of "
                 f"tls_set() options, not {type(tls).__name__}")
-        for name, v in (("timeout", timeout), ("keepalive", keepalive)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) \
-                    or not v > 0:
-                raise InvalidConfigError(f"{name} must be a number > 0, not "
-                                         f"{v!r}")
+        check_seconds(timeout, "timeout")
+        check_seconds(keepalive, "keepalive")
         if isinstance(max_inflight, bool) or not isinstance(max_inflight, int) \
                 or max_inflight < 1:
             raise InvalidConfigError(

@@ -37,6 +37,25 @@ def check_sink(sink):
     return sink
 
 
+def check_known(options, known, what):
+    """InvalidConfigError for keys of options not in known."""
+    unknown = set(options) - set(known)
+    if unknown:
+        raise InvalidConfigError(
+            f"unknown {what}(s) {sorted(unknown)} (known: "
+            f"{', '.join(sorted(known))})")
+    return options
+
+
+def check_seconds(value, what):
+    """A number of seconds > 0, or InvalidConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not value > 0:
+        raise InvalidConfigError(f"{what} must be a number > 0, not "
+                                 f"{value!r}")
+    return float(value)
+
+
 def batch_bytes(records):
     """The bytes records weigh for budgets and stats: keys, values, header
     names and values. (One loop, no call per record: it runs for every
