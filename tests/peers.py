@@ -501,6 +501,24 @@ def need_module(name, pip_name):
 
 
 @pytest.fixture
+def kafka_client():
+    """confluent_kafka, for tests that make a KafkaSink."""
+    return need_module("confluent_kafka", "confluent-kafka")
+
+
+@pytest.fixture
+def mqtt_client():
+    """paho.mqtt.client, for tests that make an MqttSink."""
+    return need_module("paho.mqtt.client", "paho-mqtt")
+
+
+@pytest.fixture
+def http_client():
+    """urllib3, for tests that make an HttpSink."""
+    return need_module("urllib3", "urllib3")
+
+
+@pytest.fixture
 def mosquitto(tmp_path):
     need("the mosquitto broker", Mosquitto.available(),
          "apt-get install mosquitto")
@@ -521,7 +539,8 @@ def kafka_mock():
 
 
 @pytest.fixture
-def http_peer():
+def http_peer(http_client):
+    """An HttpPeer, for tests of HttpSink (hence urllib3)."""
     p = HttpPeer().start()
     yield p
     p.close()

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import pylog
-from peers import (MqttSubscriber, http_peer, kafka_mock,  # noqa: F401
-                   mosquitto, wait_until)
+from peers import (MqttSubscriber, http_client, http_peer,  # noqa: F401
+                   kafka_client, kafka_mock, mosquitto, mqtt_client,
+                   wait_until)
 from test_cli import ENV, TIMEOUT, cli, on_pty
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +65,8 @@ def test_forward_drains_to_kafka_and_mqtt(tmp_path, kafka_mock,  # noqa: F811
         sub.close()
 
 
-def test_bad_urls_and_options_are_one_line_usage_errors(tmp_path):
+def test_bad_urls_and_options_are_one_line_usage_errors(
+        tmp_path, kafka_client, mqtt_client, http_client):  # noqa: F811
     d = make_log(tmp_path / "log", n=1)
     for args, text in [
         (["--to", "ftp://x/y"], "unknown scheme 'ftp'"),
@@ -82,7 +84,7 @@ def test_bad_urls_and_options_are_one_line_usage_errors(tmp_path):
 
 
 def test_unreachable_upstreams_and_missing_topics_are_one_line_errors(
-        tmp_path):
+        tmp_path, kafka_client, mqtt_client, http_client):  # noqa: F811
     d = make_log(tmp_path / "log", n=1)
     for url, text in [
         ("kafka://127.0.0.1:9/t", "cannot reach Kafka at 127.0.0.1:9"),

@@ -15,7 +15,7 @@ import textwrap
 import time
 
 import pylog
-from peers import (http_peer, kafka_mock, mosquitto,  # noqa: F401
+from peers import (http_client, http_peer, kafka_mock, mosquitto,  # noqa: F401
                    MqttSubscriber)
 
 CYCLES = 20

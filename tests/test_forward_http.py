@@ -7,7 +7,7 @@ import time
 import pytest
 
 import pylog
-from peers import http_peer, wait_until  # noqa: F401 - a fixture
+from peers import http_client, http_peer, wait_until  # noqa: F401
 from pylog.forward import HttpSink, UpstreamError
 
 FAST = {"retry_backoff_ms": (10, 50)}
@@ -173,7 +173,8 @@ def test_check_tells_whether_the_server_answers(http_peer):  # noqa: F811
     (("http://h",), {"tls": {"verify": False}}, "unknown tls option"),
     (("http://h",), {"tls": True}, "tls must be"),
 ])
-def test_bad_http_options_are_refused(args, kw, msg):
+def test_bad_http_options_are_refused(http_client, args, kw,  # noqa: F811
+                                      msg):
     with pytest.raises(pylog.InvalidConfigError, match=msg):
         HttpSink(*args, **kw)
 

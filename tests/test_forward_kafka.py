@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import pylog
-from peers import kafka_mock  # noqa: F401 - a fixture
+from peers import kafka_client, kafka_mock  # noqa: F401 - fixtures
 from pylog.forward import KafkaSink, UpstreamError
 
 
@@ -169,12 +169,13 @@ def test_check_tells_whether_the_cluster_answers(kafka_mock):
     ({"bootstrap.servers": "b"}, "up.{topc}", "unknown field {topc}"),
     ({"bootstrap.servers": "b"}, "", "non-empty"),
 ])
-def test_bad_kafka_options_are_refused(config, topic, msg):
+def test_bad_kafka_options_are_refused(kafka_client, config, topic,  # noqa: F811
+                                        msg):
     with pytest.raises(pylog.InvalidConfigError, match=msg):
         KafkaSink(config, topic)
 
 
-def test_bad_kafka_arguments():
+def test_bad_kafka_arguments(kafka_client):  # noqa: F811
     with pytest.raises(TypeError):
         KafkaSink("bootstrap.servers=b")
     with pytest.raises(pylog.InvalidConfigError):

@@ -11,7 +11,7 @@ import pytest
 
 import pylog
 from peers import (Mosquitto, MqttSubscriber, mosquitto,  # noqa: F401
-                   need, need_module, wait_until)
+                   mqtt_client, need, need_module, wait_until)
 from pylog.forward import MqttSink, UpstreamError
 
 FAST = {"retry_backoff_ms": (20, 200)}
@@ -186,7 +186,7 @@ def test_check_tells_whether_the_broker_answers(mosquitto):  # noqa: F811
     ({"timeout": 0}, "timeout"),
     ({"max_inflight": 0}, "max_inflight"),
 ])
-def test_bad_mqtt_options_are_refused(kw, msg):
+def test_bad_mqtt_options_are_refused(mqtt_client, kw, msg):  # noqa: F811
     args = {"host": "127.0.0.1", **kw}
     with pytest.raises(pylog.InvalidConfigError, match=msg):
         MqttSink(**args)

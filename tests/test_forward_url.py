@@ -3,6 +3,7 @@ import pytest
 
 import pylog
 from pylog.forward import HttpSink, KafkaSink, MqttSink, sink_from_url
+from peers import http_client, kafka_client, mqtt_client  # noqa: F401
 from pylog.forward._url import parse
 
 
@@ -50,7 +51,8 @@ def test_bad_urls_say_what_is_wrong(url, why):
     assert why in str(ei.value)
 
 
-def test_sink_from_url_makes_the_sink():
+def test_sink_from_url_makes_the_sink(kafka_client, mqtt_client,  # noqa: F811
+                                      http_client):  # noqa: F811
     k = sink_from_url("kafka://127.0.0.1:1/x-{topic}",
                       config={"client.id": "gw"})
     assert isinstance(k, KafkaSink) and k.template.text == "x-{topic}"
