@@ -1,7 +1,8 @@
-# Two compiled modules: the C core, compiled by cffi (out-of-line API mode),
-# and pylog._records, a small CPython extension that builds Record objects
-# and frames batches in C (csrc/pyrecords.c). Everything else is declared
-# in pyproject.toml.
+# Three compiled modules: the C core, compiled by cffi (out-of-line API
+# mode); pylog._records, a small CPython extension that builds Record
+# objects and frames batches in C (csrc/pyrecords.c); pylog.forward._ndjson,
+# which encodes the NDJSON body of an HTTP upload (csrc/ndjson.c).
+# Everything else is declared in pyproject.toml.
 import runpy
 
 from setuptools import Extension, setup
@@ -13,6 +14,10 @@ setup(
     cffi_modules=["pylog/_build.py:ffibuilder"],
     ext_modules=[Extension(
         "pylog._records", ["csrc/pyrecords.c"],
+        extra_compile_args=build["cflags"],
+        extra_link_args=build["ldflags"],
+    ), Extension(
+        "pylog.forward._ndjson", ["csrc/ndjson.c"],
         extra_compile_args=build["cflags"],
         extra_link_args=build["ldflags"],
     )],

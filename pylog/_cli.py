@@ -8,6 +8,7 @@
     pylog DIR groups
     pylog DIR verify
     pylog DIR dump TOPIC
+    pylog DIR forward --to URL TOPIC... [--group G] [--drain] [options]
     pylog demo [--dir DIR] [--seconds S]
 
 ``produce`` creates DIR if it does not exist (or is empty); every other
@@ -544,6 +545,135 @@ def cmd_dump(args):
         prog.clear()
 
 
+def _human(n):
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def _sink_options(args, scheme):
+    """Sink options from -X, -H, --format, --qos; UsageError where they do
+    not apply to the URL's scheme."""
+    opts = {}
+    kafka, mqtt = scheme == "kafka", scheme in ("mqtt", "mqtts")
+    http = scheme in ("http", "https")
+    for flag, value, ok in (("-X", args.property, kafka),
+                            ("-H", args.header, http),
+                            ("--format", args.format, http),
+                            ("--qos", args.qos, mqtt)):
+        if value and not ok:
+            raise UsageError(f"{flag} does not apply to {scheme}:// URLs")
+    if args.property:
+        config = {}
+        for item in args.property:
+            k, eq, v = item.partition("=")
+            if not eq or not k:
+                raise UsageError(f"-X takes PROPERTY=VALUE, not {item!r}")
+            config[k] = v
+        opts["config"] = config
+    if args.header:
+        headers = {}
+        for item in args.header:
+            k, colon, v = item.partition(":")
+            if not colon or not k.strip():
+                raise UsageError(f"-H takes 'Name: value', not {item!r}")
+            headers[k.strip()] = v.strip()
+        opts["headers"] = headers
+    if args.format:
+        opts["format"] = args.format
+    if args.qos:
+        opts["qos"] = args.qos
+    if kafka:
+        opts["delivery_timeout"] = args.timeout
+    else:
+        opts["timeout"] = args.timeout
+    return opts
+
+
+def cmd_forward(args):
+    """Forward topics to an upstream until Ctrl-C (or, with --drain, until
+    what the topics hold is confirmed), with a status line on a terminal."""
+    from . import forward as F
+    scheme = args.to.split("://", 1)[0].lower() if "://" in args.to else ""
+    try:
+        sink = F.sink_from_url(args.to, **_sink_options(args, scheme))
+    except E.InvalidConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except ImportError as exc:
+        raise E.PylogError(str(exc)) from None
+    tty = sys.stderr.isatty()
+    try:
+        with _open(args) as log:
+            for name in args.topics:
+                _topic(log, name)
+            if not args.no_check:
+                sink.check(timeout=args.timeout)
+            fw = log.forwarder(
+                args.group, args.topics, sink,
+                batch_records=args.batch_records,
+                batch_bytes=args.batch_bytes, linger_ms=args.linger_ms,
+                max_bytes_per_s=args.max_bytes_per_s,
+                max_retries=args.max_retries,
+                dead_letter_topic=args.dead_letter_topic,
+                start="latest" if args.from_latest else "earliest")
+            try:
+                with fw:  # stops (and commits) however the loop ends
+                    _forward_loop(args, fw, tty)
+            except (KeyboardInterrupt, Terminated):
+                _forward_summary(fw, tty)
+                raise
+            _forward_summary(fw, tty)
+    finally:
+        close = getattr(sink, "close", None)
+        if close is not None:
+            close()
+
+
+def _forward_loop(args, fw, tty):
+    last_state = "running"
+    while True:
+        with SIGNALS.deferred():  # Ctrl-C lands between calls, not in them
+            done = fw.flush(0.25)  # raises if the forwarder failed
+            st = fw.stats()
+        if tty:
+            _forward_status(args, st)
+        elif st["state"] != last_state:  # a log line, not a status line
+            print(f"pylog: forward {args.group}: {st['state']}"
+                  + (f": {st['last_error']}" if st["state"] == "backoff"
+                     else ""), file=sys.stderr, flush=True)
+        last_state = st["state"]
+        if done and args.drain:
+            return
+
+
+def _forward_summary(fw, tty):
+    st = fw.stats()
+    print(("\n" if tty else "")
+          + f"forwarded {st['sent_records']} records "
+          f"({_human(st['sent_bytes'])}) in {st['batches']} batches, "
+          f"{st['retries']} retries, {st['dead_lettered']} dead-lettered",
+          file=sys.stderr)
+
+
+def _forward_status(args, st):
+    ago = ("never" if st["last_success_ms"] is None else
+           f"{max(0.0, time.time() - st['last_success_ms'] / 1000):.1f}s ago")
+    lag = sum(st["lag"].values())
+    line = (f"forward {args.group} -> {args.to}  {st['state']:<7}  "
+            f"sent {st['sent_records']} ({_human(st['sent_bytes'])})  "
+            f"lag {lag}  retries {st['retries']}  "
+            f"dead {st['dead_lettered']}  last ok {ago}")
+    if st["state"] == "backoff" and st["last_error"]:
+        line += f"  ({st['last_error']})"
+    try:
+        width = os.get_terminal_size(sys.stderr.fileno()).columns
+    except OSError:
+        width = 0
+    sys.stderr.write("\r" + line[:(width or 80) - 1] + "\x1b[K")
+    sys.stderr.flush()
+
+
 def cmd_demo(args):
     from . import _demo
     return _demo.main(args)
@@ -608,7 +738,58 @@ def _parser():
     cmd("verify", help="check every checksum; exit 3 on corruption")
     s = cmd("dump", help="list a topic's segments and batches")
     s.add_argument("topic")
+    s = cmd("forward", help="upload topics to Kafka, MQTT or HTTP, at least "
+                            "once, until Ctrl-C")
+    s.add_argument("topics", nargs="+", metavar="TOPIC")
+    s.add_argument("--to", required=True, metavar="URL",
+                   help="kafka://HOST:PORT/{topic}, mqtt[s]://HOST:PORT/"
+                        "gw/{topic}, http[s]://HOST/PATH")
+    s.add_argument("--group", "-G", default="forward",
+                   help="the forwarder's name: its consumer group "
+                        "(default: forward)")
+    s.add_argument("--drain", action="store_true",
+                   help="exit once what the topics hold is confirmed")
+    s.add_argument("--from-latest", action="store_true",
+                   help="a new group starts at the end, not the beginning")
+    s.add_argument("--batch-records", type=_positive, default=500,
+                   metavar="N", help="records per batch (default 500)")
+    s.add_argument("--batch-bytes", type=_positive, default=1 << 20,
+                   metavar="N", help="bytes per batch (default 1 MiB)")
+    s.add_argument("--linger-ms", type=_natural, default=200, metavar="MS",
+                   help="wait this long to fill a batch (default 200)")
+    s.add_argument("--max-bytes-per-s", type=_positive, metavar="N",
+                   help="bandwidth cap (default: none)")
+    s.add_argument("--max-retries", type=_natural, metavar="N",
+                   help="give up after N retries of a batch (default: "
+                        "retry for ever)")
+    s.add_argument("--dead-letter-topic", metavar="TOPIC",
+                   help="where records the upstream refuses go (default: "
+                        "stop with an error)")
+    s.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
+                   help="seconds to connect and to wait for confirmations "
+                        "(default 10)")
+    s.add_argument("--no-check", action="store_true",
+                   help="start even if the upstream cannot be reached now")
+    s.add_argument("-X", dest="property", action="append", metavar="P=V",
+                   help="a librdkafka property (kafka://)")
+    s.add_argument("-H", dest="header", action="append", metavar="'N: V'",
+                   help="a request header (http[s]://)")
+    s.add_argument("--format", choices=["ndjson", "raw"],
+                   help="ndjson batches (default) or one raw record per "
+                        "request (http[s]://)")
+    s.add_argument("--qos", type=int, choices=[1, 2],
+                   help="MQTT QoS (default 1)")
     return p
+
+
+def _natural(s):
+    try:
+        n = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {s!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {n}")
+    return n
 
 
 def _seconds(s):
@@ -636,7 +817,8 @@ def _demo_parser():
 
 COMMANDS = {"topics": cmd_topics, "describe": cmd_describe,
             "produce": cmd_produce, "consume": cmd_consume,
-            "groups": cmd_groups, "verify": cmd_verify, "dump": cmd_dump}
+            "groups": cmd_groups, "verify": cmd_verify, "dump": cmd_dump,
+            "forward": cmd_forward}
 
 
 def _message(exc):

@@ -113,13 +113,23 @@ class Consumer:
                 f"topic {topic!r}") from None
 
     # ---- reading -----------------------------------------------------------
-    def poll(self, max_records=500, max_bytes=None, timeout=0.0):
+    def poll(self, max_records=500, max_bytes=None, timeout=0.0,
+             min_records=1):
         """Up to max_records records (in offset order per topic), waiting up
-        to timeout seconds (None: without limit) for the first to arrive.
-        With auto_commit, first commits what the previous poll returned."""
+        to timeout seconds (None: without limit) until at least min_records
+        are there or max_bytes (values + keys) is reached; at the deadline
+        it returns what there is, possibly nothing. min_records=1 returns as
+        soon as one record is there; a larger one batches, like Kafka's
+        fetch.min.bytes with fetch.max.wait.ms. With auto_commit, first
+        commits what the previous poll returned."""
         max_records = _offset(max_records, "max_records")
         if max_records < 1:
             raise ValueError("max_records must be >= 1")
+        min_records = _offset(min_records, "min_records")
+        if not 1 <= min_records <= max_records:
+            raise ValueError(
+                f"min_records must be in [1, max_records={max_records}], "
+                f"not {min_records}")
         if max_bytes is not None:
             max_bytes = _offset(max_bytes, "max_bytes")
             if max_bytes < 1:
@@ -131,18 +141,20 @@ class Consumer:
             self.commit(self._to_commit)
             self._to_commit = None
         deadline = None if timeout is None else time.monotonic() + timeout
+        out, bytes_left = [], max_bytes
         while True:
             seen = self._notifier.seq()
-            # Closed by another thread while this one waited: return [],
-            # without reading (the log and its topics may be closing too).
+            # Closed by another thread while this one waited: return what
+            # was read (nothing was committed), without reading on (the log
+            # and its topics may be closing too).
             if self._closed:
-                return []
+                return self._polled(out)
             try:
                 with self._mu:
-                    recs = self._collect(max_records, max_bytes)
+                    recs = self._collect(max_records - len(out), bytes_left)
             except E.ClosedError:
                 if self._closed:
-                    return []
+                    return self._polled(out)
                 # Log.topic() with new options closes and reopens the topic
                 # under the log's lock (its appends wake this poll): wait
                 # for that, then read again. A topic closed for good (log
@@ -151,14 +163,29 @@ class Consumer:
                     if self._log.closed or any(t.closed for t in self._topics):
                         raise
                 continue
+            except E.DataLossError:
+                if out:  # return what was read; the next poll raises
+                    return self._polled(out)
+                raise
             if recs:
-                if self.auto_commit:
-                    self._to_commit = dict(self._pos)
-                return recs
+                out.extend(recs)
+            if len(out) >= min_records:  # (min_records <= max_records)
+                return self._polled(out)
+            if recs and bytes_left is not None:  # only to read on
+                bytes_left -= sum(len(r.value) + len(r.key or b"")
+                                  for r in recs)
+                if bytes_left <= 0:
+                    return self._polled(out)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                return []
+                return self._polled(out)
             self._notifier.wait(seen, remaining)
+
+    def _polled(self, recs):
+        """What poll returns; with auto_commit, remember what to commit."""
+        if recs and self.auto_commit:
+            self._to_commit = dict(self._pos)
+        return recs
 
     def _collect(self, max_records, max_bytes):
         out = []

@@ -1,20 +1,21 @@
 """``pylog demo``: the store-and-forward loop end to end, with a crash.
 
 A gateway process (a child) runs a producer thread appending sensor readings
-and an uploader that polls the topic, sends batches to a flaky uplink (a
-local sink that is up for a second, then down for a second, and so on) and
-commits only after a send succeeded. While the uplink is down the buffer on
-disk grows; when it comes back the uploader drains it. In the middle of a
-down phase the parent kills the gateway with SIGKILL and starts it again:
-the second run finds the buffer where the first left it, keeps producing,
-then drains. The parent then counts, from the log, the producer's
-acknowledgements and the sink's contents: produced, uploaded, duplicated
-(at-least-once delivery re-sends what was sent but not yet committed when the
-process died) and lost (must be 0). Disk use is sampled against the topic's
-max_bytes cap.
+and a forwarder (pylog.forward) that uploads them in batches to a flaky
+uplink: a local sink that is up for a second, then down for a second, and
+so on, and whose acknowledgement takes a moment to come back after the data
+arrived, as over a real network. While the uplink is down the buffer on
+disk grows; when it comes back the forwarder drains it. At a random moment
+the parent kills the gateway with SIGKILL and starts it again: the second
+run finds the buffer where the first left it, keeps producing, then drains.
+The parent then counts, from the log and the sink: produced, uploaded,
+duplicated (a batch the uplink had received but whose acknowledgement the
+kill cut off is sent again: at-least-once) and lost (must be 0). Disk use
+is sampled against the topic's max_bytes cap.
 """
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,8 @@ TOPIC = "sensors"
 CAP = 2 * 1024 * 1024
 SEGMENT = 128 * 1024
 PHASE = 1.0      # seconds the uplink stays up, then down, then up, ...
+ACK_DELAY = 0.02  # seconds between the uplink receiving a batch and its ack
+BATCH = 200      # records per upload at most
 REPORT = 0.25    # seconds between progress lines of the gateway
 MARK = ".pylog-demo"  # only a directory holding this is ever wiped
 
@@ -38,17 +41,22 @@ def uplink_down(t0, now=None):
 
 
 class FlakyUplink:
-    """A sink that is down every other PHASE seconds."""
+    """A sink that is down every other PHASE seconds. A batch it takes is
+    kept (one write) before its acknowledgement travels back."""
 
     def __init__(self, path, t0):
         self.f = open(path, "ab", buffering=0)
         self.t0 = t0
 
     def send(self, records):
+        from .forward import RetryableError
         if uplink_down(self.t0):
-            raise ConnectionError("uplink down")
-        payload = b"".join(bytes(r.value) + b"\n" for r in records)
-        self.f.write(payload)  # one write: the sink has it once it returns
+            raise RetryableError("uplink down")
+        self.f.write(b"".join(bytes(r.value) + b"\n" for r in records))
+        time.sleep(ACK_DELAY)  # received upstream; the ack is on its way
+
+    def close(self):
+        self.f.close()
 
 
 def _read_int(path):
@@ -70,7 +78,10 @@ def child(args):
     stop_at = t0 + args.seconds
     peak_path = os.path.join(d, "peak.txt")
     peak = _read_int(peak_path)  # the run before a crash counts too
-    c = log.consumer("uploader", TOPIC)
+    fw = log.forwarder("uploader", TOPIC,
+                       FlakyUplink(os.path.join(d, "sink.txt"), t0),
+                       batch_records=BATCH, linger_ms=20,
+                       retry_backoff_ms=(20, 100))
 
     def say(msg):
         print(f"  t={time.time() - t0:4.1f}s  {msg}", flush=True)
@@ -86,15 +97,15 @@ def child(args):
         return disk
 
     def status():
-        end = t.end_offset
+        st = fw.stats()
         return (f"uplink {'DOWN' if uplink_down(t0) else 'up  '}  "
-                f"produced {end:6d}  "
-                f"buffered {end - (c.committed(TOPIC) or 0):5d} records  "
-                f"disk {sample():8d} bytes")
+                f"produced {t.end_offset:6d}  "
+                f"buffered {st['lag'][TOPIC]:5d} records  "
+                f"disk {sample():8d} bytes  "
+                f"forwarder {st['state']}")
 
     say(f"gateway pid {os.getpid()} starts: {t.end_offset} records in the "
-        f"log, {t.end_offset - (c.committed(TOPIC) or 0)} of them not "
-        "uploaded yet")
+        f"log, {fw.stats()['lag'][TOPIC]} of them not uploaded yet")
     errors = []
 
     def produce():
@@ -113,37 +124,26 @@ def child(args):
             print(f"producer failed: {exc!r}", file=sys.stderr, flush=True)
 
     prod = threading.Thread(target=produce, daemon=True)
+    fw.start()
     prod.start()
-    uplink = FlakyUplink(os.path.join(d, "sink.txt"), t0)
-    pending = []
-    last_report, was_down = 0.0, None
-    while True:
-        now = time.time()
-        down = uplink_down(t0, now)
-        if down != was_down or now - last_report >= REPORT:
-            if down != was_down and was_down is not None:
-                say("uplink goes DOWN: records pile up on disk" if down else
-                    "uplink is back UP: the uploader drains the buffer")
-            say(status())
-            last_report, was_down = now, down
-        if not pending and not prod.is_alive() and not sum(c.lag().values()):
+    was_down = None
+    while prod.is_alive() or fw.stats()["lag"][TOPIC]:
+        down = uplink_down(t0)
+        if down != was_down and was_down is not None:
+            say("uplink goes DOWN: records pile up on disk" if down else
+                "uplink is back UP: the forwarder drains the buffer")
+        say(status())
+        was_down = down
+        if fw.state == "failed":
             break
-        if not pending:
-            pending = c.poll(max_records=200, timeout=0.05)
-        if pending:
-            try:
-                uplink.send(pending)
-            except ConnectionError:
-                time.sleep(0.05)
-                continue
-            c.commit()  # only after the sink has them: at-least-once
-            pending = []
-        sample()
+        time.sleep(REPORT)
+    fw.stop()
     say(status())
-    say("producer done and buffer drained: gateway exits")
-    c.close()
+    st = fw.stats()
+    say(f"producer done and buffer drained: gateway exits ({st['batches']} "
+        f"batches, {st['retries']} retries while the uplink was down)")
     log.close()
-    return 1 if errors else 0
+    return 1 if errors or st["state"] == "failed" else 0
 
 
 def _ids(path):
@@ -162,11 +162,10 @@ def _ids(path):
     return out
 
 
-def kill_time(seconds):
-    """When to kill the first gateway: in the middle of the down phase
-    closest to half the run, so the crash hits with a buffer on disk."""
-    k = round((seconds / 2 - 1.5 * PHASE) / (2 * PHASE))
-    return max(1.5 * PHASE, 1.5 * PHASE + 2 * PHASE * k)
+def kill_time(seconds, rnd=random):
+    """When to kill the first gateway: any moment of the middle half of the
+    run, uplink up or down, mid-batch or not."""
+    return rnd.uniform(0.25 * seconds, 0.75 * seconds)
 
 
 def _prepare(d):
@@ -196,11 +195,11 @@ def main(args):
     print(f"demo in {d}\n"
           f"  a gateway appends sensor readings to topic {TOPIC!r} "
           f"(cap {CAP} bytes) for {args.seconds:g}s;\n"
-          f"  its uploader sends them in batches to a sink that is up "
-          f"{PHASE:g}s, down {PHASE:g}s, and so on,\n"
-          f"  and commits only after a successful send; at "
-          f"t={kill_at:g}s the gateway is killed\n"
-          f"  with SIGKILL and restarted.", flush=True)
+          f"  its forwarder uploads them in batches of up to {BATCH} to an "
+          f"uplink that is up {PHASE:g}s, down {PHASE:g}s, and so on,\n"
+          f"  and commits a batch once the uplink acknowledged it; at a "
+          f"random moment (t={kill_at:.2f}s)\n"
+          f"  the gateway is killed with SIGKILL and restarted.", flush=True)
     p = subprocess.Popen(cmd)
     try:
         p.wait(timeout=max(0.0, t0 + kill_at - time.time()))
@@ -211,8 +210,9 @@ def main(args):
         pass
     p.send_signal(signal.SIGKILL)
     p.wait()
-    print(f"*** t={time.time() - t0:.1f}s gateway killed with SIGKILL; "
-          "restarting it ***", flush=True)
+    print(f"*** t={time.time() - t0:.2f}s gateway killed with SIGKILL (uplink "
+          f"{'down' if uplink_down(t0) else 'up'}); restarting it ***",
+          flush=True)
     p = subprocess.run(cmd)
     if p.returncode != 0:
         print(f"gateway failed with status {p.returncode}", file=sys.stderr)

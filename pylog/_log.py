@@ -141,13 +141,6 @@ def _prepare(path):
     return True
 
 
-class Forwarders:
-    """Log-wide settings of forwarders (pylog.forward)."""
-
-    def __init__(self):
-        self.max_bytes_per_s = None
-
-
 class Log:
     """An open pylog directory. Use :func:`pylog.open`."""
 
@@ -177,7 +170,7 @@ class Log:
         # Open consumers; one dropped without close() releases its group
         # when it is collected (Consumer.__del__).
         self._consumers = weakref.WeakSet()
-        self.forwarders = Forwarders()
+        self._forwarders = None  # pylog.forward.Forwarders, made on first use
         self._pins = Pins()
         new = _prepare(self.path)
         self._lockfd = self._lock()
@@ -481,6 +474,25 @@ class Log:
         for name in positions:
             self._refresh_floor(name)
 
+    # ---- forwarders (pylog/forward) ----------------------------------------
+    def forwarder(self, name, topics, sink, **options):
+        """A Forwarder uploading topics to sink, at least once and in order;
+        name is its consumer group. Not started: call start(), or use it as
+        a context manager. See pylog.forward.Forwarder for the options."""
+        from .forward import Forwarder
+        return Forwarder(self, name, topics, sink, **options)
+
+    @property
+    def forwarders(self):
+        """The log's forwarders by name, and the bandwidth cap they share
+        (``log.forwarders.max_bytes_per_s``)."""
+        with self._mu:
+            self._check_open()
+            if self._forwarders is None:
+                from .forward._forwarders import Forwarders
+                self._forwarders = Forwarders(self)
+            return self._forwarders
+
     def groups(self):
         """{group: {topic: committed position}} of every consumer group."""
         with self._mu:
@@ -549,7 +561,10 @@ class Log:
     def close(self):
         """Close every topic (each syncs what is not yet durable, in every
         sync mode), make committed positions durable, and release the
-        directory. Idempotent."""
+        directory. Idempotent. Running forwarders are stopped first (each
+        commits what its upstream confirmed)."""
+        if self._forwarders is not None and not self._closed:
+            self._forwarders._close_all()  # outside _mu: they commit
         with self._mu:
             if self._closed:
                 return

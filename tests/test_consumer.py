@@ -577,6 +577,106 @@ def test_poll_with_no_timeout_waits_for_a_record(tmp_path):
         assert offsets(res["r"]) == [0, 1]
 
 
+# ---- batched polls: min_records ------------------------------------------------
+
+def test_poll_min_records_waits_for_a_whole_batch(tmp_path):
+    """Records appended one by one come back as one batch, not one by one
+    (the uploader's commit then costs once per batch)."""
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        c = log.consumer("g", "t")
+        res = {}
+        th = Threads()
+        th.start(lambda: res.setdefault(
+            "r", c.poll(max_records=20, min_records=20, timeout=60)))
+        for i in range(25):
+            t.append(val(i))
+            time.sleep(0.002)
+        th.join()
+        assert offsets(res["r"]) == list(range(20))  # max_records bounds it
+        assert offsets(c.poll(max_records=20, timeout=0)) == list(range(20, 25))
+
+
+def test_poll_min_records_returns_what_there_is_at_the_deadline(tmp_path):
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        fill(t, 3)
+        c = log.consumer("g", "t")
+        assert offsets(c.poll(max_records=100, min_records=50,
+                              timeout=0.05)) == [0, 1, 2]
+        assert c.poll(max_records=100, min_records=50, timeout=0.02) == []
+        fill(t, 2)
+        assert offsets(c.poll(max_records=100, min_records=50,
+                              timeout=0)) == [3, 4]
+
+
+def test_poll_max_bytes_ends_a_batched_wait(tmp_path):
+    """Reaching max_bytes returns at once, however many records are
+    missing to min_records (timeout=None: it would otherwise wait for
+    ever; the join's limit only catches a hang)."""
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        c = log.consumer("g", "t")
+        res = {}
+        th = Threads()
+        th.start(lambda: res.setdefault("r", c.poll(
+            max_records=1000, min_records=1000, max_bytes=1000,
+            timeout=None)))
+        for i in range(12):
+            t.append(val(i, 100))
+            time.sleep(0.002)
+        th.join(timeout=60)
+        got = res["r"]
+        assert 10 <= len(got) <= 12
+        assert offsets(got) == list(range(len(got)))
+        assert sum(len(r.value) for r in got[:-1]) < 1000
+
+
+def test_closing_a_consumer_ends_a_batched_wait_with_what_was_read(tmp_path):
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        fill(t, 2)
+        c = log.consumer("g", "t")
+        res = {}
+        th = Threads()
+        th.start(lambda: res.setdefault(
+            "r", c.poll(max_records=10, min_records=10, timeout=None)))
+        time.sleep(0.1)
+        assert "r" not in res
+        c.close()
+        th.join(timeout=10)
+        assert offsets(res["r"]) == [0, 1]
+        assert log.groups() == {"g": {"t": 0}}  # nothing was committed
+
+
+def test_auto_commit_with_batched_polls(tmp_path):
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        fill(t, 7)
+        c = log.consumer("g", "t", auto_commit=True)
+        assert len(c.poll(max_records=5, min_records=5, timeout=1)) == 5
+        assert offsets(c.poll(max_records=5, min_records=5,
+                              timeout=0.01)) == [5, 6]
+        assert c.committed("t") == 5
+        assert c.poll(timeout=0) == []
+        assert c.committed("t") == 7
+
+
+@pytest.mark.parametrize("kw, exc", [
+    ({"min_records": 0}, ValueError),
+    ({"min_records": 11, "max_records": 10}, ValueError),
+    ({"min_records": 2.0}, TypeError),
+    ({"min_records": True}, TypeError),
+])
+def test_poll_rejects_bad_min_records(tmp_path, kw, exc):
+    with pylog.open(tmp_path) as log:
+        fill(log.topic("t"), 3)
+        c = log.consumer("g", "t")
+        with pytest.raises(exc):
+            c.poll(**kw)
+        assert c.position("t") == 0
+
+
 def test_iterating_a_consumer_yields_until_closed(tmp_path):
     with pylog.open(tmp_path) as log:
         t = log.topic("t")
