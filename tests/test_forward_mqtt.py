@@ -52,7 +52,7 @@ def check_key_order(messages):
 @pytest.mark.parametrize("qos", [1, 2])
 def test_records_arrive_with_key_and_headers_as_user_properties(
         tmp_path, mosquitto, subscriber, qos):  # noqa: F811
-    with pylog.open(tmp_path) as log:
+    with pylog.open(tmp_path / "log") as log:
         t = log.topic("sensors")
         fill(t, 300)
         t.append(b"\x00\xffbinary", key=b"\xfe", timestamp=1_700_000_000_000,
@@ -80,7 +80,7 @@ def test_records_arrive_with_key_and_headers_as_user_properties(
 
 def test_the_key_can_name_the_topic_and_bad_ones_are_refused(
         tmp_path, mosquitto, subscriber):  # noqa: F811
-    with pylog.open(tmp_path) as log:
+    with pylog.open(tmp_path / "log") as log:
         t = log.topic("s")
         for key in (b"dev-1", b"dev+2", b"\xff", b"dev-3"):
             t.append(b"v", key=key)
@@ -101,7 +101,7 @@ def test_broker_restarts_lose_nothing_and_keep_the_order(
     """The broker restarts twice while a backlog drains and records keep
     coming: every record arrives; per key, in order; only records in
     flight at a restart may come twice."""
-    with pylog.open(tmp_path) as log:
+    with pylog.open(tmp_path / "log") as log:
         t = log.topic("s")
         fill(t, 3000)
         with log.forwarder("up", "s", sink(mosquitto), batch_records=200,
@@ -123,7 +123,7 @@ def test_broker_restarts_lose_nothing_and_keep_the_order(
 def test_a_broker_down_at_start_is_waited_for(tmp_path, mosquitto):  # noqa: F811
     sub = MqttSubscriber(mosquitto.port, "gw/#")
     mosquitto.stop()
-    with pylog.open(tmp_path) as log:
+    with pylog.open(tmp_path / "log") as log:
         t = log.topic("s")
         fill(t, 50)
         with log.forwarder("up", "s", sink(mosquitto), **FAST) as fw:
