@@ -32,6 +32,8 @@
 int pl_writable(pl_topic *t) {
     if (atomic_load(&t->closed))
         return pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
+    if (t->cfg.readonly)
+        return pl_err(PL_EREADONLY, 0, "topic %s is open read-only", t->dir);
     if (atomic_load(&t->failed))
         return pl_err(PL_EFAILED, 0,
                       "topic %s refuses writes after a failed fsync (%s); "

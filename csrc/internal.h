@@ -351,6 +351,8 @@ struct pl_topic {
     char failed_msg[512];
     int64_t truncated;
     int64_t grow_step; /* the active file grows by this much */
+    int64_t last_list_ms; /* read-only: when the directory was last listed */
+    atomic_int relist;    /* read-only: a segment file went missing */
     /* group commit */
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
@@ -385,6 +387,10 @@ int pl_lost_find(pl_topic *t, int64_t offset, pl_range *r);
 /* recover.c: build the segment list from the directory and recover what
  * was not known durable (caller: pl_topic_open). */
 int pl_recover(pl_topic *t, int64_t min_end);
+/* The segment files' bases, sorted (malloc'd); nothing is removed. */
+int pl_list_segments(pl_topic *t, int64_t **bases, int64_t *n);
+/* follow.c: open a read-only topic (caller: pl_topic_open). */
+int pl_follow_open(pl_topic *t);
 /* Allocation steps and write windows start on this boundary. */
 #define PL_GROW_ALIGN 4096
 /* Make a new active segment file with base `base`: its header, and real

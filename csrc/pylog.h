@@ -42,6 +42,7 @@
 #define PL_EFULL 12     /* max_bytes reached and on_full did not make room */
 #define PL_ELOST 13     /* the offset lies in a lost range (invariant 9 in
                            topic.c); pl_topic_read says which */
+#define PL_EREADONLY 14 /* a write through a read-only topic */
 
 /* Durability modes (see README and invariant 4 in topic.c). */
 #define PL_SYNC_NONE 0
@@ -98,6 +99,8 @@ typedef struct pl_config {
     int64_t max_bytes;            /* hard cap on the topic's files (0: off) */
     int on_full;                  /* PL_FULL_* */
     int64_t full_timeout_ms;      /* PL_FULL_BLOCK: longest wait */
+    int readonly;                 /* follow a log another process writes
+                                     (follow.c): never write anything */
 } pl_config;
 
 /*
@@ -204,6 +207,22 @@ int pl_topic_flush(pl_topic *t);
 int pl_topic_sync_to(pl_topic *t, int64_t offset);
 /* 1 if records were appended since the last sync (a flush has work). */
 int pl_topic_sync_needed(pl_topic *t);
+
+/*
+ * Read-only topics (pl_config.readonly; follow.c). pl_topic_refresh reads
+ * what the writer published since the last call (new batches, a roll,
+ * segments retention deleted); returns 1 if anything changed, 0 if not.
+ * pl_topic_sync_ro makes every record below offset durable (a reader's
+ * commit). A follower thread refreshes the topics added to it that
+ * consumers watch, every period_us, and signals their notifiers.
+ */
+typedef struct pl_follower pl_follower;
+int pl_topic_refresh(pl_topic *t);
+int pl_topic_sync_ro(pl_topic *t, int64_t offset);
+int pl_follower_new(int64_t period_us, pl_follower **out);
+int pl_follower_add(pl_follower *f, pl_topic *t);
+void pl_follower_remove(pl_follower *f, pl_topic *t);
+void pl_follower_free(pl_follower *f);
 
 /* Make the next append get an offset >= offset: [end, offset) becomes a
  * lost range (the caller has evidence that those offsets existed). */

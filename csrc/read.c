@@ -133,6 +133,13 @@ pl_map *pl_sealed_map(pl_topic *t, int64_t i, int *rc) {
     if ((m = pl_cache_rmap(t->cache, s, 0)) != NULL) goto out;
     int64_t size = 0;
     m = pl_cache_map_file(t->cache, s, &size);
+    if (!m && errno == ENOENT && t->cfg.readonly) {
+        /* The writer's retention deleted it: below the start now. */
+        atomic_store(&t->relist, 1);
+        *rc = pl_err(PL_ERANGE, 0, "segment %s was deleted by retention",
+                     s->path);
+        goto out;
+    }
     if (!m) {
         *rc = pl_err(PL_EIO, errno, "cannot map segment %s", s->path);
         goto out;
@@ -166,8 +173,9 @@ pl_map *pl_sealed_map(pl_topic *t, int64_t i, int *rc) {
                 r = 1;
                 if (g || valid_end < m->len)
                     s->bad_pos = valid_end;
-                else if (pl_seg_index_write(t->dir, s->base, end, m->len, mts,
-                                            e, n) == 0) /* best effort */
+                else if (!t->cfg.readonly &&
+                         pl_seg_index_write(t->dir, s->base, end, m->len,
+                                            mts, e, n) == 0) /* best effort */
                     s->idx_bytes = PL_IDX_HDR + (int64_t)n * PL_IDX_ENTRY;
             }
         }
@@ -203,14 +211,17 @@ static pl_map *active_map(pl_topic *t, pl_segment *s, int64_t offset,
     if (m && offset < m->cov) return m;
     pl_map_unref(m);
     /* Every record below the end loaded first lies below pub_pos, and
-     * the file is at least that long (invariant 2). */
+     * the file is at least that long (invariant 2). Nothing past pub_pos
+     * is ever looked at through the map (a writer may still cut it). */
     int64_t cov = atomic_load_explicit(&t->end_offset, memory_order_acquire);
+    int64_t pub = atomic_load_explicit(&s->pub_pos, memory_order_acquire);
     int64_t size;
     m = pl_cache_map_file(t->cache, s, &size);
     if (!m) {
         *rc = pl_err(PL_EIO, errno, "cannot map segment %s", s->path);
         return NULL;
     }
+    if (m->len > pub) m->len = pub;
     m->cov = cov;
     pl_cache_set_rmap(t->cache, s, m);
     return m;

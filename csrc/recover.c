@@ -111,8 +111,10 @@ static int64_t orphan_index_end(pl_topic *t, int64_t base) {
     return end;
 }
 
-/* Step 1. */
-static int list_segments(pl_topic *t, i64vec *logs, int64_t *evidence) {
+/* Step 1. With `writer` 0 (a reader of a log another process writes)
+ * nothing is removed and no evidence gathered. */
+static int list_segments(pl_topic *t, i64vec *logs, int64_t *evidence,
+                         int writer) {
     DIR *d = opendir(t->dir);
     if (!d) return pl_err(PL_EIO, errno, "cannot list topic directory %s",
                           t->dir);
@@ -121,12 +123,13 @@ static int list_segments(pl_topic *t, i64vec *logs, int64_t *evidence) {
     int oom = 0;
     struct dirent *de;
     while (!oom && (de = readdir(d)) != NULL) {
-        if (seg_name(de->d_name, ".idx.tmp", &b))
-            unlink_seg_file(t, b, ".idx.tmp");
-        else if (seg_name(de->d_name, ".log", &b))
+        if (seg_name(de->d_name, ".idx.tmp", &b)) {
+            if (writer) unlink_seg_file(t, b, ".idx.tmp");
+        } else if (seg_name(de->d_name, ".log", &b)) {
             oom = vec_push(logs, b) < 0;
-        else if (seg_name(de->d_name, ".idx", &b))
+        } else if (writer && seg_name(de->d_name, ".idx", &b)) {
             oom = vec_push(&idx, b) < 0;
+        }
     }
     closedir(d);
     if (oom) {
@@ -143,6 +146,15 @@ static int list_segments(pl_topic *t, i64vec *logs, int64_t *evidence) {
     }
     free(idx.v);
     return 0;
+}
+
+int pl_list_segments(pl_topic *t, int64_t **bases, int64_t *n) {
+    i64vec v = {0};
+    int64_t ev = 0;
+    int rc = list_segments(t, &v, &ev, 0);
+    *bases = v.v;
+    *n = v.n;
+    return rc;
 }
 
 int pl_segment_create(pl_topic *t, int64_t base, int64_t alloc,
@@ -445,7 +457,7 @@ static int create_first(pl_topic *t, int64_t base) {
 int pl_recover(pl_topic *t, int64_t min_end) {
     i64vec bases = {0};
     int64_t evidence = min_end > 0 ? min_end : 0;
-    int rc = list_segments(t, &bases, &evidence);
+    int rc = list_segments(t, &bases, &evidence, 1);
     if (rc < 0) goto out;
     pl_ckpt ck;
     int have_ck = pl_ckpt_read(t->dir, &ck) == 1;

@@ -168,6 +168,8 @@ int pl_topic_set_floor(pl_topic *t, int64_t floor) {
     int rc = 0;
     if (atomic_load(&t->closed)) {
         rc = pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
+    } else if (t->cfg.readonly) {
+        rc = 0; /* the writer applies retention */
     } else {
         atomic_store(&t->floor, floor);
         rc = pl_retention_apply_locked(t);
@@ -181,6 +183,9 @@ int pl_topic_apply_retention(pl_topic *t) {
     pthread_mutex_lock(&t->wlock);
     int rc = atomic_load(&t->closed)
                  ? pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir)
+             : t->cfg.readonly
+                 ? pl_err(PL_EREADONLY, 0, "topic %s is open read-only",
+                          t->dir)
                  : pl_retention_apply_locked(t);
     pthread_mutex_unlock(&t->wlock);
     return rc;

@@ -168,15 +168,19 @@ int pl_flush_all(pl_topic *t, int locked, int clean) {
 int pl_topic_flush(pl_topic *t) {
     if (atomic_load(&t->closed))
         return pl_err(PL_ECLOSED, 0, "topic %s is closed", t->dir);
+    if (t->cfg.readonly)
+        return pl_err(PL_EREADONLY, 0, "topic %s is open read-only", t->dir);
     return pl_flush_all(t, 0, 0);
 }
 
 int pl_topic_sync_needed(pl_topic *t) {
-    return !atomic_load(&t->closed) && !atomic_load(&t->failed) &&
+    return !t->cfg.readonly && !atomic_load(&t->closed) &&
+           !atomic_load(&t->failed) &&
            atomic_load(&t->end_offset) > atomic_load(&t->durable);
 }
 
 int pl_topic_sync_to(pl_topic *t, int64_t offset) {
+    if (t->cfg.readonly) return pl_topic_sync_ro(t, offset);
     int64_t end = atomic_load(&t->end_offset);
     return pl_sync_to(t, offset < end ? offset : end);
 }

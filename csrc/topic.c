@@ -223,8 +223,12 @@ int pl_topic_open(const char *dir, const pl_config *cfg, pl_cache *cache,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&t->room_cv, &ca);
     pthread_condattr_destroy(&ca);
-    if ((rc = pl_recover(t, min_end)) < 0) goto fail;
-    pl_retention_apply_locked(t); /* no other thread has the handle yet */
+    if (cfg->readonly) {
+        if ((rc = pl_follow_open(t)) < 0) goto fail;
+    } else {
+        if ((rc = pl_recover(t, min_end)) < 0) goto fail;
+        pl_retention_apply_locked(t); /* no other thread has it yet */
+    }
     t->opened = 1;
     *out = t;
     return 0;
@@ -245,7 +249,7 @@ int pl_topic_close(pl_topic *t) {
      * everything, so the next open trusts it without a scan (recover.c).
      * Best effort for the cut and the index: without them the next open
      * scans instead. */
-    if (t->opened && !atomic_load(&t->failed)) {
+    if (t->opened && !atomic_load(&t->failed) && !t->cfg.readonly) {
         pl_segment *s = t->active;
         int64_t used = atomic_load(&s->pub_pos);
         int fd = pl_cache_fd(t->cache, s, 1);

@@ -43,6 +43,8 @@ def error(rc, context=""):
         return cls(err, msg)
     if code == lib.PL_EFAILED:
         return E.LogFailedError(_errno.EIO, msg)
+    if code == lib.PL_EREADONLY:
+        return E.ReadOnlyError(_errno.EROFS, msg)
     return _CODES.get(code, E.PylogError)(msg)
 
 
@@ -72,9 +74,32 @@ class Cache:
             "evictions")}
 
 
-def open_topic(path, config, sync_mode, sync_interval_ms, cache, min_end=0):
+class Follower:
+    """The thread that refreshes read-only topics consumers watch and wakes
+    them (csrc/follow.c)."""
+
+    def __init__(self, period_us):
+        out = ffi.new("pl_follower **")
+        check(lib.pl_follower_new(period_us, out))
+        self._f = out[0]
+
+    def add(self, topic_handle):
+        check(lib.pl_follower_add(self._f, topic_handle))
+
+    def remove(self, topic_handle):
+        lib.pl_follower_remove(self._f, topic_handle)
+
+    def close(self):
+        if self._f is not None:
+            lib.pl_follower_free(self._f)
+            self._f = None
+
+
+def open_topic(path, config, sync_mode, sync_interval_ms, cache, min_end=0,
+               readonly=False):
     """Open the topic in directory path; config is a checked topic config;
-    min_end: the next append's offset is at least this (invariant 9)."""
+    min_end: the next append's offset is at least this (invariant 9);
+    readonly: follow a log another process may be writing."""
     cfg = ffi.new("pl_config *", {
         "segment_bytes": config["segment_bytes"],
         "max_record_bytes": config["max_record_bytes"],
@@ -87,6 +112,7 @@ def open_topic(path, config, sync_mode, sync_interval_ms, cache, min_end=0):
         "max_bytes": config["max_bytes"],
         "on_full": _ON_FULL[config["on_full"]],
         "full_timeout_ms": config["full_timeout_ms"],
+        "readonly": int(readonly),
     })
     out = ffi.new("pl_topic **")
     check(lib.pl_topic_open(os.fsencode(path), cfg, cache.handle, min_end,

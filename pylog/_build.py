@@ -26,6 +26,7 @@ CDEF = """
 #define PL_ENOTFOUND 11
 #define PL_EFULL 12
 #define PL_ELOST 13
+#define PL_EREADONLY 14
 #define PL_FULL_DROP_OLDEST 0
 #define PL_FULL_REJECT 1
 #define PL_FULL_BLOCK 2
@@ -58,6 +59,7 @@ typedef struct pl_config {
     int64_t max_bytes;
     int on_full;
     int64_t full_timeout_ms;
+    int readonly;
 } pl_config;
 typedef struct pl_stats {
     int64_t start_offset, end_offset, durable_offset;
@@ -99,6 +101,13 @@ int pl_topic_sync_to(pl_topic *t, int64_t offset);
 int pl_topic_raise_end(pl_topic *t, int64_t offset);
 int pl_topic_lost(pl_topic *t, int64_t *out, int max);
 int pl_topic_batch_token(pl_topic *t, int64_t pos, uint64_t *token);
+typedef struct pl_follower pl_follower;
+int pl_topic_refresh(pl_topic *t);
+int pl_topic_sync_ro(pl_topic *t, int64_t offset);
+int pl_follower_new(int64_t period_us, pl_follower **out);
+int pl_follower_add(pl_follower *f, pl_topic *t);
+void pl_follower_remove(pl_follower *f, pl_topic *t);
+void pl_follower_free(pl_follower *f);
 int64_t pl_topic_segment_count(pl_topic *t);
 int pl_topic_stats(pl_topic *t, pl_stats *out);
 int pl_topic_set_floor(pl_topic *t, int64_t floor);
@@ -128,7 +137,7 @@ void pl_fault_clear(void);
 """
 
 SOURCES = ["csrc/append.c", "csrc/checkpoint.c", "csrc/err.c",
-           "csrc/fcache.c", "csrc/io.c", "csrc/notify.c", "csrc/read.c",
+           "csrc/fcache.c", "csrc/follow.c", "csrc/io.c", "csrc/notify.c", "csrc/read.c",
            "csrc/recover.c", "csrc/retention.c", "csrc/segment.c",
            "csrc/sync.c", "csrc/topic.c", "csrc/xxh64.c"]
 

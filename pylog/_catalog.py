@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import lmdb
 import xxhash
@@ -40,6 +41,21 @@ CLEAN_MAGIC = b"PYLOGCC1"
 CHECK_TIMEOUT = 120   # seconds for the child that reads a catalog
 _CHECKER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                         "_catalog_check.py")
+
+
+# LMDB allows one environment per file per process: a Log and a read-only
+# Log of the same directory in one process share it (refcounted), also when
+# they reach it by different paths (a bind mount).
+_ENVS = {}  # (st_dev, st_ino) of the directory -> [environment, references]
+_ENVS_MU = threading.Lock()
+
+
+def _env_key(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("path", os.path.realpath(path))
+    return (st.st_dev, st.st_ino)
 
 
 def lmdb_error(exc, what):
@@ -145,6 +161,14 @@ class Catalog:
         self.rebuilt = False
         self.env = None
         data = os.path.join(path, "data.mdb")
+        with _ENVS_MU:
+            shared = _ENVS.get(_env_key(path))
+            if shared is not None:  # opened (and checked) in this process
+                shared[1] += 1
+                self.env = shared[0]
+        if shared is not None:
+            self._open_dbs()
+            return
         if not os.path.lexists(path):
             state = "missing"
         elif not os.path.isdir(path) or os.path.islink(path):
@@ -200,9 +224,15 @@ class Catalog:
                     # them.
                     _files.fsync_dir(self.path)
                     _files.fsync_dir(os.path.dirname(self.path))
+        with _ENVS_MU:
+            _ENVS[_env_key(self.path)] = [self.env, 1]
+        self._open_dbs()
+
+    def _open_dbs(self):
         try:
             with guard(f"cannot open catalog {self.path}"):
                 ro = self.env.flags()["readonly"]
+                self.writable = not ro
                 self.meta = self.env.open_db(b"meta", create=not ro)
                 self.cursors = self.env.open_db(b"cursors", create=not ro)
                 self.lost = self.env.open_db(b"lost", create=not ro)
@@ -221,8 +251,7 @@ class Catalog:
         except BaseException:
             # Never leave the environment open behind a failed open: LMDB
             # forbids a second open of it in this process.
-            self.env.close()
-            self.env = None
+            self._release()
             raise
 
     def _rebuild(self, entries):
@@ -293,11 +322,22 @@ class Catalog:
                 txn.put(b"format_version", str(version).encode())
         self.version = version
 
+    def _release(self):
+        """Drop this catalog's reference; True if it closed the env."""
+        env, self.env = self.env, None
+        if env is None:
+            return False
+        with _ENVS_MU:
+            key = next((k for k, v in _ENVS.items() if v[0] is env), None)
+            shared = _ENVS.get(key)
+            if shared is not None and shared[0] is env:
+                shared[1] -= 1
+                if shared[1] > 0:
+                    return False
+                del _ENVS[key]
+        env.close()
+        return True
+
     def close(self):
-        if self.env is None:
-            return
-        try:
-            self.env.close()
-        finally:
-            self.env = None
-        self._mark_clean()
+        if self._release():
+            self._mark_clean()

@@ -12,8 +12,10 @@
     pylog demo [--dir DIR] [--seconds S]
 
 ``produce`` creates DIR if it does not exist (or is empty); every other
-command needs an existing pylog directory. Like every pylog user, the
-command holds the directory's LOCK while it runs.
+command needs an existing pylog directory. ``topics``, ``describe``,
+``groups``, ``verify``, ``dump`` and ``consume`` open it read-only: they
+work while another process writes it, and on a read-only mount.
+``produce``, ``forward`` and ``demo`` hold its LOCK as its writer.
 
 Errors go to stderr as one line, with exit status 1 (2 for bad usage, 3 for
 corruption found by verify, 130/143 when interrupted); never a traceback
@@ -122,8 +124,8 @@ class Progress:
 
 
 def _open(args, create=False, **kw):
-    """Open DIR. Unless create, it must already be a pylog directory; with
-    create it may also be missing or empty."""
+    """Open DIR as its writer. Unless create, it must already be a pylog
+    directory; with create it may also be missing or empty."""
     import pylog
     d = args.dir
     if not os.path.exists(d):
@@ -131,10 +133,36 @@ def _open(args, create=False, **kw):
             raise E.PylogError(f"{d}: no such directory")
     elif not os.path.isdir(d):
         raise E.PylogError(f"{d} is not a directory")
-    elif not os.path.isdir(os.path.join(d, "catalog")):
+    elif not _is_log(d):
         if not (create and not os.listdir(d)):
-            raise E.PylogError(f"{d} is not a pylog directory (no catalog/)")
-    return pylog.open(d, **kw)
+            raise E.PylogError(f"{d} is not a pylog directory")
+    try:
+        return pylog.open(d, **kw)
+    except E.LogLockedError:
+        raise E.LogLockedError(
+            f"{d} is open for writing in another process (its LOCK is "
+            f"held): {args.cmd} needs the writer's lock; commands that only "
+            "read (topics, describe, groups, verify, dump, consume) work on "
+            "a live log") from None
+
+
+def _is_log(d):
+    return any(os.path.exists(os.path.join(d, x))
+               for x in ("PYLOG", "catalog", "topics"))
+
+
+def _open_ro(args):
+    """Open DIR read-only: works while another process writes it, on a
+    read-only mount, and changes nothing."""
+    import pylog
+    d = args.dir
+    if not os.path.exists(d):
+        raise E.PylogError(f"{d}: no such directory")
+    if not os.path.isdir(d):
+        raise E.PylogError(f"{d} is not a directory")
+    if not _is_log(d):
+        raise E.PylogError(f"{d} is not a pylog directory")
+    return pylog.open(d, readonly=True)
 
 
 def _topic(log, name):
@@ -191,7 +219,7 @@ def _unescape(s):
 # ---- commands ----------------------------------------------------------------
 
 def cmd_topics(args):
-    with _open(args) as log:
+    with _open_ro(args) as log:
         print("TOPIC\tSTART\tEND")
         for name in log.topics():
             t = log.topic(name)
@@ -199,7 +227,7 @@ def cmd_topics(args):
 
 
 def cmd_describe(args):
-    with _open(args) as log:
+    with _open_ro(args) as log:
         t = _topic(log, args.topic)
         out = {"topic": t.name, "config": t.config, **t.stats()}
         print(json.dumps(out, indent=2, sort_keys=True))
@@ -418,7 +446,7 @@ def cmd_consume(args):
         if left is not None:
             left -= len(recs)
 
-    with _open(args) as log:
+    with _open_ro(args) as log:
         t = _topic(log, args.topic)
         pos = _start_position(t, args)
         if args.group is not None:
@@ -452,7 +480,7 @@ def cmd_consume(args):
 
 
 def cmd_groups(args):
-    with _open(args) as log:
+    with _open_ro(args) as log:
         names = set(log.topics())
         print("GROUP\tTOPIC\tPOSITION\tEND\tLAG")
         for group, positions in sorted(log.groups().items()):
@@ -467,50 +495,30 @@ def cmd_groups(args):
 
 
 def cmd_verify(args):
-    bad = 0
-    with _open(args) as log:
+    from ._verify import Verifier
+    with _open_ro(args) as log:
+        prog_total = 0
+        v = Verifier(log)
         names = log.topics()
-        jobs = []
         for name in names:
-            t = log.topic(name)
-            cut = t.stats()["truncated_bytes"]
-            if cut:
-                print(f"NOTE {name}: opening cut {cut} bytes of a torn tail "
-                      f"after offset {t.end_offset} (the end of an "
-                      "interrupted write, or damage to the last segment)")
-            segs = _inspect.segment_files(os.path.join(log.path, "topics",
-                                                       name))
-            for i, (base, path) in enumerate(segs):
-                nxt = segs[i + 1][0] if i + 1 < len(segs) else None
-                jobs.append((name, base, path, nxt, t))
-        sizes = [os.path.getsize(j[2]) for j in jobs]
-        prog = Progress(sum(sizes), "verify")
-        done = batches = records = 0
-        for (name, base, path, nxt, t), size in zip(jobs, sizes):
-            note = f"{name} {os.path.basename(path)}"
-            prog.update(done, note)
-            for item in _inspect.scan_segment(path, base, nxt):
-                if isinstance(item, _inspect.Problem):
-                    bad += 1
-                    end = nxt if nxt is not None else t.end_offset
-                    prog.clear()
-                    print(f"CORRUPT {name} offsets [{item.offset}, {end}) "
-                          f"{item.what} at byte {item.pos} of {item.path}",
-                          flush=True)
-                elif item.ok:
-                    batches += 1
-                    records += item.count
-                    prog.update(done + item.pos + item.length, note)
-            done += size
-        prog.clear()
-        print(f"verified {len(names)} topics, {len(jobs)} segments, "
-              f"{batches} batches, {records} records: "
-              f"{'OK' if not bad else f'{bad} corrupt range(s)'}")
+            for _, p in _inspect.segment_files(os.path.join(log.path,
+                                                            "topics", name)):
+                try:
+                    prog_total += os.path.getsize(p)
+                except OSError:
+                    pass
+        v.progress = Progress(prog_total, "verify")
+        n = v.run()
+        v.progress.clear()
+        bad = v.problems
+        print(f"verified {n} topics, {v.segments} segments, {v.batches} "
+              f"batches, {v.records} records: "
+              f"{'OK' if not bad else f'{len(bad)} problem(s)'}")
     return EXIT_CORRUPT if bad else 0
 
 
 def cmd_dump(args):
-    with _open(args) as log:
+    with _open_ro(args) as log:
         t = _topic(log, args.topic)
         segs = _inspect.segment_files(os.path.join(log.path, "topics", t.name))
         # With stdout on the terminal too, the listing is the progress.

@@ -43,11 +43,20 @@ class Consumer:
                 raise E.GroupInUseError(
                     f"consumer group {group!r} of log {log.path} is in use "
                     "by another open consumer; close it first")
+        log._group_locks.acquire(group, log.path)  # other processes
         self._log = log
         self.group = group
+        self._closed = True  # until the end of __init__
         self.auto_commit = bool(auto_commit)
         self.on_gap = on_gap
         self.gaps = []
+        try:
+            self._init(log, group, topics, start)
+        except BaseException:
+            log._group_locks.release(group)
+            raise
+
+    def _init(self, log, group, topics, start):
         self._topics = [log.topic(name) for name in topics]
         self._by_name = {t.name: t for t in self._topics}
         self._pos = {}
@@ -83,6 +92,7 @@ class Consumer:
         self._closed = True
         self._notifier.interrupt()
         self._log._consumers.discard(self)
+        self._log._group_locks.release(self.group)
         self._log._drop_notifier(self._notifier, self._topics)
 
     def __del__(self):
@@ -193,6 +203,8 @@ class Consumer:
         n = len(self._topics)
         for k in range(n):
             t = self._topics[(self._rr + k) % n]
+            if t._ro:  # what another process appended since
+                t.refresh()
             pos = self._pos[t.name]
             if out and self.on_gap == "raise" and pos < t.start_offset:
                 break  # return what was read; the next poll raises

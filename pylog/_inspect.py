@@ -5,7 +5,6 @@ rather than sharing the C core's code, so that it checks every checksum of
 every batch whatever the core trusts in memory. Hashing is the xxhash
 package's XXH64.
 """
-import mmap
 import os
 import re
 import struct
@@ -35,10 +34,6 @@ def segment_files(topic_dir):
     return sorted(out)
 
 
-def _xxh64(buf, lo, hi):
-    return xxhash.xxh64_intdigest(buf[lo:hi])
-
-
 def _records_tile(buf, pos, length, count):
     """The count records of the batch fill it exactly."""
     p, end = pos + BATCH_HDR, pos + length
@@ -54,6 +49,26 @@ def _records_tile(buf, pos, length, count):
     return p == end
 
 
+class _Reader:
+    """A file read with pread through a chunk cache: never a map, so that
+    a live writer cutting the file (a seal, a recovery) cannot turn a read
+    into a SIGBUS; reads past the end come back short."""
+
+    CHUNK = 4 << 20
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.lo, self.data = 0, b""
+
+    def get(self, lo, hi):
+        if self.lo <= lo and hi <= self.lo + len(self.data):
+            return self.data[lo - self.lo:hi - self.lo]
+        if hi - lo > self.CHUNK:
+            return os.pread(self.fd, hi - lo, lo)
+        self.lo, self.data = lo, os.pread(self.fd, self.CHUNK, lo)
+        return self.data[:hi - lo]
+
+
 def scan_segment(path, base, next_base=None):
     """Yield Batch for every batch of the segment, then stop at the clean
     end; yield a Problem (and stop) where the data is not valid."""
@@ -62,18 +77,13 @@ def scan_segment(path, base, next_base=None):
         if size < SEG_HDR:
             yield Problem(path, 0, base, "file shorter than its header")
             return
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            buf = memoryview(m)
-            try:
-                yield from _scan(buf, size, path, base, next_base)
-            finally:
-                buf.release()
+        yield from _scan(_Reader(f.fileno()), size, path, base, next_base)
 
 
-def _scan(buf, size, path, base, next_base):
-    magic, version, hlen, hbase, hsum = _SEG.unpack_from(buf, 0)
+def _scan(r, size, path, base, next_base):
+    magic, version, hlen, hbase, hsum = _SEG.unpack_from(r.get(0, SEG_HDR))
     if (magic != b"PYLOGSEG" or hlen != SEG_HDR or hbase != base
-            or hsum != _xxh64(buf, 0, 24)):
+            or hsum != xxhash.xxh64_intdigest(r.get(0, 24))):
         yield Problem(path, 0, base, "invalid segment header")
         return
     if version != 1:
@@ -81,15 +91,16 @@ def _scan(buf, size, path, base, next_base):
         return
     pos, expect = SEG_HDR, base
     while pos < size:
-        if size - pos < BATCH_HDR:
-            if any(buf[pos:size]):
+        head = r.get(pos, pos + BATCH_HDR)
+        if len(head) < BATCH_HDR:
+            if any(head):
                 yield Problem(path, pos, expect, "truncated batch header")
                 return
             break
         csum, length, count, boff, first_ts, max_ts, flags, res = \
-            _BATCH.unpack_from(buf, pos)
+            _BATCH.unpack_from(head)
         if length == 0:
-            if any(buf[pos:pos + BATCH_HDR]):
+            if any(head):
                 yield Problem(path, pos, expect, "invalid batch header")
                 return
             break
@@ -98,12 +109,13 @@ def _scan(buf, size, path, base, next_base):
                 or flags or res or boff != expect):
             yield Problem(path, pos, expect, "invalid batch header")
             return
-        ok = csum == _xxh64(buf, pos + 8, pos + length)
+        body = r.get(pos, pos + length)
+        ok = len(body) == length and csum == xxhash.xxh64_intdigest(body[8:])
         yield Batch(pos, length, boff, count, first_ts, max_ts, ok)
         if not ok:
             yield Problem(path, pos, expect, "checksum mismatch")
             return
-        if not _records_tile(buf, pos, length, count):
+        if not _records_tile(body, 0, length, count):
             yield Problem(path, pos, expect, "records do not fill the batch")
             return
         expect += count
@@ -112,3 +124,38 @@ def _scan(buf, size, path, base, next_base):
         yield Problem(path, pos, expect,
                       f"segment ends at offset {expect}, the next starts at "
                       f"{next_base}")
+
+
+# ---- the checkpoint (docs/FORMAT.md) ----------------------------------------
+_CKPT_SLOT = 512
+_CKPT = struct.Struct("<8sQIIqqqqqq8q")
+
+
+def read_checkpoint(topic_dir):
+    """The valid checkpoint slot with the higher sequence number, as a dict
+    (durable, dseg, dpos, start, end, clean, lost), or None."""
+    try:
+        with open(os.path.join(topic_dir, "checkpoint"), "rb") as f:
+            data = f.read(2 * _CKPT_SLOT)
+    except OSError:
+        return None
+    best = None
+    for i in range(2):
+        b = data[i * _CKPT_SLOT:(i + 1) * _CKPT_SLOT]
+        if len(b) < _CKPT_SLOT or b[:8] != b"PYLOGCK2":
+            continue
+        if struct.unpack_from("<Q", b, 504)[0] != xxhash.xxh64_intdigest(
+                b[:504]):
+            continue
+        (_, seq, flags, nlost, durable, dseg, dpos, start, end, clean_pos,
+         *counters) = _CKPT.unpack_from(b)
+        if nlost > 22:
+            continue
+        lost = [struct.unpack_from("<qq", b, 136 + 16 * k)
+                for k in range(nlost)]
+        slot = {"seq": seq, "clean": bool(flags & 1), "durable": durable,
+                "dseg": dseg, "dpos": dpos, "start": start, "end": end,
+                "clean_pos": clean_pos, "counters": counters, "lost": lost}
+        if best is None or seq > best["seq"]:
+            best = slot
+    return best

@@ -24,6 +24,7 @@ from . import _errors as E
 from . import _files
 from ._catalog import Catalog
 from ._consumer import Consumer
+from ._grouplocks import GroupLocks
 from ._groups import Groups, check_group_name
 from ._pending import Pending, key_hash
 from ._registry import Registry, check_name
@@ -61,8 +62,10 @@ ON_FULL = ("drop_oldest", "reject", "block")
 LOG_DEFAULTS = {
     "checkpoint_interval_ms": 30_000,
     "max_open_files": 256,
-    "max_map_bytes": 256 << 20,
+    "max_map_bytes": 192 << 20,
 }
+FOLLOW_PERIOD_US = 1000  # read-only logs look for other processes' appends
+FLOOR_PERIOD_S = 1.0     # positions other processes commit reach retention
 
 
 def _check_option(k, v):
@@ -148,7 +151,7 @@ class Log:
                  checkpoint_interval_ms=LOG_DEFAULTS["checkpoint_interval_ms"],
                  max_open_files=LOG_DEFAULTS["max_open_files"],
                  max_map_bytes=LOG_DEFAULTS["max_map_bytes"],
-                 **topic_defaults):
+                 readonly=False, **topic_defaults):
         if not isinstance(sync, str) or sync not in B.SYNC_MODES:
             raise E.InvalidConfigError(
                 f"sync must be 'none', 'interval' or 'always', not {sync!r}")
@@ -172,6 +175,19 @@ class Log:
         self._consumers = weakref.WeakSet()
         self._forwarders = None  # pylog.forward.Forwarders, made on first use
         self._pins = Pins()
+        self._group_locks = GroupLocks(self.path)
+        self.readonly = bool(readonly)
+        self._follower = None
+        self._lockfd = None
+        if self.readonly:
+            if topic_defaults:
+                raise E.ReadOnlyError(
+                    errno.EROFS, "topic options cannot be given to a log "
+                    f"opened read-only: {', '.join(sorted(topic_defaults))}")
+            self._open_readonly()
+            self._follower = B.Follower(FOLLOW_PERIOD_US)
+            self._closed = False
+            return
         new = _prepare(self.path)
         self._lockfd = self._lock()
         try:
@@ -182,10 +198,51 @@ class Log:
             os.close(self._lockfd)
             raise
         self._closed = False
-        if sync != "always":
-            period = (sync_interval_ms if sync == "interval"
-                      else checkpoint_interval_ms)
-            self._syncer = Syncer(self, period / 1000)
+        period = {"interval": sync_interval_ms,
+                  "none": checkpoint_interval_ms}.get(sync)
+        self._syncer = Syncer(self, None if period is None else period / 1000,
+                              FLOOR_PERIOD_S)
+
+    def _open_readonly(self):
+        """Open without the LOCK, writing nothing: another process may be
+        the writer, or none; the directory may be read-only."""
+        try:
+            entries = os.listdir(self.path)
+        except FileNotFoundError:
+            raise E.NotALogError(f"no pylog log at {self.path}") from None
+        except NotADirectoryError:
+            raise E.NotALogError(
+                f"{self.path} is not a directory, so it cannot be a pylog "
+                "log") from None
+        except OSError as exc:
+            raise _files.io_error(exc, f"cannot list {self.path}") from exc
+        if MARKER not in entries and "topics" not in entries:
+            raise E.NotALogError(f"{self.path} holds no pylog log")
+        marker, _ = _files.read_record(os.path.join(self.path, MARKER),
+                                       MARKER_MAGIC)
+        if marker and marker.get("format", 0) > FORMAT_VERSION:
+            raise E.FormatVersionError(
+                f"log {self.path} has format version {marker['format']}; "
+                f"this pylog reads version {FORMAT_VERSION}")
+        self._registry = Registry(self.path)
+        self._cache = B.Cache(self.max_open_files, self.max_map_bytes)
+        self._pending = None
+        self._slots = {}
+        self._catalog = self._groups = None
+        self._legacy = {}
+        if os.path.lexists(os.path.join(self.path, "catalog")):
+            try:
+                self._catalog = Catalog(os.path.join(self.path, "catalog"),
+                                        readonly=True)
+                self._groups = Groups(self._catalog)
+                if self._catalog.version == 1:
+                    self._legacy = self._catalog.legacy_topics()
+            except E.PylogError as exc:
+                self.recovery.append(f"consumer positions unavailable: {exc}")
+
+    def _read_only(self, what):
+        return E.ReadOnlyError(errno.EROFS, f"cannot {what}: log {self.path} "
+                               "is open read-only")
 
     def _lock(self):
         lock = os.path.join(self.path, "LOCK")
@@ -312,6 +369,8 @@ class Log:
             t = self._topics.get(name)
             if t is not None and not config:
                 return t
+            if self.readonly:
+                return self._topic_readonly(name, config)
             exists = self._registry.exists(name)
             stored, groups, state = (self._registry.read(name) if exists
                                      else (None, [], "missing"))
@@ -329,6 +388,27 @@ class Log:
                 self._settle_pending(t)
             self._refresh_floor(name)
             return t
+
+    def _topic_readonly(self, name, config):
+        if config:
+            raise self._read_only(f"change the config of topic {name!r}")
+        if not self._registry.exists(name):
+            raise self._read_only(f"create topic {name!r} (there is none)")
+        stored = self._registry.read(name)[0] or self._legacy.get(name)
+        cfg = check_config({}, stored or self._defaults)
+        try:
+            h = B.open_topic(self._registry.dir(name), cfg, self.sync,
+                             self.sync_interval_ms, self._cache,
+                             readonly=True)
+        except E.PylogError as exc:
+            if "has no segment yet" in str(exc):
+                raise E.TopicNotFoundError(
+                    f"topic {name!r} of log {self.path} is being created: "
+                    "it has no segment yet") from None
+            raise
+        t = Topic(self, name, h, cfg)
+        self._topics[name] = t
+        return t
 
     def _groups_of(self, name):
         """Groups registered on topic name (its meta file and the catalog)."""
@@ -379,6 +459,8 @@ class Log:
         check_name(name)
         with self._mu:
             self._check_open()
+            if self.readonly:
+                raise self._read_only(f"delete topic {name!r}")
             if not self._registry.exists(name):
                 raise E.TopicNotFoundError(
                     f"no topic {name!r} in log {self.path}")
@@ -394,6 +476,8 @@ class Log:
         everything appended and committed so far survives power loss."""
         with self._mu:
             self._check_open()
+            if self.readonly:
+                raise self._read_only("flush")
         self._sync_round(force=True)
 
     def _sync_round(self, force=False):
@@ -419,6 +503,17 @@ class Log:
                 self._groups.commit_many(items)
                 self._pending.done(items)
 
+    def _refresh_floors(self):
+        """Positions other processes committed (readers with their own
+        groups) reach retention and blocked appends."""
+        with self._mu:
+            if self._closed:
+                return
+            for name, t in list(self._topics.items()):
+                if t.config["retain_until_consumed"] or \
+                        t.config["on_full"] == "block":
+                    self._refresh_floor(name)
+
     def _durable_of(self, name):
         t = self._topics.get(name)
         if t is None or t.closed:
@@ -434,6 +529,8 @@ class Log:
         with self._mu:
             self._check_open()
             names = [topics] if isinstance(topics, str) else list(topics)
+            if create and self.readonly:
+                raise self._read_only("create topics")
             if not create:
                 for name in names:
                     if isinstance(name, str) and check_name(name) and \
@@ -447,6 +544,13 @@ class Log:
     def _register(self, group, name, initial):
         """The group's position in topic name, registering it at initial
         if it has none; (position, lost): lost if the catalog had lost it."""
+        if self.readonly:
+            if self._groups is None:
+                return initial, False
+            if not self._catalog.writable:
+                pos = self._groups.get(group, name)
+                return (initial if pos is None else pos), False
+            return self._groups.register(group, name, initial)
         pend = self._pending.get(group, name)
         pos, lost = self._groups.register(group, name, initial)
         cfg, groups, state = self._registry.read(name)
@@ -457,12 +561,24 @@ class Log:
         return pos, lost
 
     def _position(self, group, name):
+        if self._pending is None:
+            return None if self._groups is None else self._groups.get(group,
+                                                                       name)
         pend = self._pending.get(group, name)
         return pend if pend is not None else self._groups.get(group, name)
 
     def _commit(self, group, positions):
         """Store a group's positions: durable now in sync "always" (after
         the records they cover), with the next sync round otherwise."""
+        if self.readonly:
+            # A reader makes the records durable itself, then the position.
+            if self._groups is None or not self._catalog.writable:
+                raise self._read_only(f"commit positions of group {group!r} "
+                                      "(its catalog cannot be written)")
+            for name, pos in positions.items():
+                self._topics[name]._sync_to(pos)
+            self._groups.commit(group, positions)
+            return
         if self.sync == "always":
             for name, pos in positions.items():
                 self._topics[name]._sync_to(pos)
@@ -497,8 +613,13 @@ class Log:
         """{group: {topic: committed position}} of every consumer group."""
         with self._mu:
             self._check_open()
+            if self._groups is None:
+                raise E.CorruptionError(
+                    f"the consumer positions of log {self.path} cannot be "
+                    f"read: {'; '.join(self.recovery)}")
             out = self._groups.all()
-            for (g, t), (pos, _) in self._pending.items.items():
+            for (g, t), (pos, _) in (self._pending.items.items()
+                                     if self._pending else ()):
                 out.setdefault(g, {})[t] = pos
             return out
 
@@ -507,6 +628,8 @@ class Log:
         check_group_name(group)
         with self._mu:
             self._check_open()
+            if self.readonly:
+                raise self._read_only(f"delete group {group!r}")
             topics = self.groups().get(group)
             if topics is None:
                 raise E.GroupNotFoundError(
@@ -522,6 +645,8 @@ class Log:
                 self._refresh_floor(name)
 
     def _floor(self, name):
+        if self.readonly:
+            return None
         pos = dict(self._groups.of_topic(name))
         for (g, t), (p, _) in self._pending.items.items():
             if t == name:
@@ -531,7 +656,7 @@ class Log:
     def _refresh_floor(self, name):
         """Tell the topic the lowest position of its groups (retention)."""
         t = self._topics.get(name)
-        if t is not None and not t.closed:
+        if t is not None and not t.closed and not self.readonly:
             floor = self._floor(name)
             t._set_floor(0 if floor is None else floor)
 
@@ -585,19 +710,25 @@ class Log:
                 if rc == 0:
                     durable.add(name)
             self._topics.clear()
+            if self._follower is not None:
+                self._follower.close()
             first = None
             try:
-                items = {k: p for k, (p, _) in self._pending.items.items()
-                         if k[1] in durable}
-                if items:
-                    self._groups.commit_many(items)
-                    self._pending.done(items)
-                self._pending.close()
+                if self._pending is not None:
+                    items = {k: p for k, (p, _) in self._pending.items.items()
+                             if k[1] in durable}
+                    if items:
+                        self._groups.commit_many(items)
+                        self._pending.done(items)
+                    self._pending.close()
             except E.PylogError as exc:
                 first = exc
-            self._catalog.close()
+            if self._catalog is not None:
+                self._catalog.close()
             self._pins.clear()
-            os.close(self._lockfd)
+            self._group_locks.release_all()
+            if self._lockfd is not None:
+                os.close(self._lockfd)
         for rc in errs:
             if rc < 0:
                 raise B.error(rc, f"closing log {self.path}")
@@ -617,8 +748,10 @@ def open(path, sync="none", sync_interval_ms=1000, **options):
     lose), "interval" (fdatasync at most every sync_interval_ms), "always"
     (an append returns once durable; concurrent appenders share fsyncs).
     Log options: checkpoint_interval_ms (30000), max_open_files (256: file
-    descriptors the log keeps open), max_map_bytes (256 MiB: bytes it
-    keeps mapped). Other options are the defaults of topics created by
-    this Log (see README: topic options). A path that holds something
-    other than a pylog log raises NotALogError and is left alone."""
+    descriptors the log keeps open), max_map_bytes (192 MiB: bytes it
+    keeps mapped), readonly (False: True reads a log that another process
+    may be writing, from any number of processes, and writes nothing).
+    Other options are the defaults of topics created by this Log (see
+    README: topic options). A path that holds something other than a
+    pylog log raises NotALogError and is left alone."""
     return Log(path, sync=sync, sync_interval_ms=sync_interval_ms, **options)

@@ -176,6 +176,7 @@ class Topic:
         self.config = dict(config)
         self._tls = threading.local()
         self._pins = log._pins  # the log's recently read maps (Pins)
+        self._ro = log.readonly
         self._closed = False
         self._watchers = set()  # Notifiers of consumers reading this topic
 
@@ -373,13 +374,28 @@ class Topic:
     def start_offset(self):
         """First offset still retained."""
         self._check_open()
+        if self._ro:
+            self.refresh()
         return lib.pl_topic_start_offset(self._h)
 
     @property
     def end_offset(self):
-        """Next offset to be written."""
+        """Next offset to be written (in a log opened read-only: the end of
+        what the writer has published)."""
         self._check_open()
+        if self._ro:
+            self.refresh()
         return lib.pl_topic_end_offset(self._h)
+
+    def refresh(self):
+        """Read-only logs: take in what the writing process published since
+        (appends, rolls, deletions by retention). True if anything changed.
+        Reads and consumers do this themselves."""
+        self._check_open()
+        if not self._ro:
+            return False
+        return B.check(lib.pl_topic_refresh(self._h),
+                       f"topic {self.name!r}") > 0
 
     @property
     def durable_offset(self):
@@ -448,6 +464,8 @@ class Topic:
     def _watch(self, n):
         n.watch(self._h)
         self._watchers.add(n)
+        if self._ro:  # another process appends: the follower looks
+            self._log._follower.add(self._h)
 
     def _unwatch(self, n):
         if n in self._watchers:
@@ -464,6 +482,8 @@ class Topic:
 
     def _close(self):
         self._closed = True
+        if self._ro and self._log._follower is not None:
+            self._log._follower.remove(self._h)
         rc = lib.pl_topic_close(self._h)
         self._pins.purge()
         return rc
