@@ -58,10 +58,6 @@ CKPT = "checkpoint"
 META = "meta"
 STEP = 64 * 1024                          # §6.1: the growth step
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
-COUNTERS = ("appended_records", "appended_bytes",
-            "retention_dropped_records", "retention_dropped_bytes",
-            "full_dropped_records", "full_dropped_bytes",
-            "rejected_records", "lost_records")
 
 assert (SEG_HDR.size, BATCH_HDR.size, REC_HDR.size, IDX_HDR.size,
         IDX_ENTRY.size, SLOT_HEAD.size, PENDING.size) == \
@@ -110,7 +106,7 @@ GOLDEN_IDX = bytes.fromhex(
     "7b3ddce7e2a90008"                                   # XXH64(file[8..])
     "50594c4f47494458" "01000000" "05000000"             # magic, version, n
     "0000000000000000" "0500000000000000"                # base 0, end 5
-    "9002000000000000" "1e00000000000000"                # seg_len 656, max_ts 30
+    "9002000000000000" "1e00000000000000"                # seg_len 656, ts 30
     "00000000" "20000000" "20000000" "00000000" "0000000000000080"
     "01000000" "c8000000" "c8000000" "00000000" "0a00000000000000"
     "02000000" "48010000" "c8000000" "00000000" "0a00000000000000"
@@ -124,7 +120,7 @@ GOLDEN_IDX_ACTIVE = bytes.fromhex(
     "0fb59f05646edf48"                                   # XXH64(file[8..])
     "50594c4f47494458" "01000000" "01000000"             # magic, version, n 1
     "0000000000000000" "0100000000000000"                # base 0, end 1
-    "6f00000000000000" "0068e5cf8b010000"                # seg_len 111, max_ts TS
+    "6f00000000000000" "0068e5cf8b010000"                # seg_len 111, ts TS
     "00000000" "20000000" "20000000" "00000000" "0000000000000080"
 )
 
@@ -183,7 +179,7 @@ def xxh(b, seed=0):
     return xxhash.xxh64(bytes(b), seed=seed).intdigest()
 
 
-# ---- encoders written from the spec -------------------------------------------
+# ---- encoders written from the spec -----------------------------------------
 def header_pairs(headers):
     if headers is None:
         return ()
@@ -274,7 +270,7 @@ def enc_cursor(key, pos):
     return p + struct.pack("<Q", xxh(key + p))
 
 
-# ---- parsers written from the spec ----------------------------------------------
+# ---- parsers written from the spec ------------------------------------------
 @dataclasses.dataclass
 class Rec:
     pos: int
@@ -453,7 +449,7 @@ def check_index_points_at_records(entries, batches, seg_base):
         assert max_ts == (max(before) if before else I64_MIN)
 
 
-# ---- files --------------------------------------------------------------------
+# ---- files ------------------------------------------------------------------
 def topic_dir(root, name="t"):
     return os.path.join(os.fspath(root), "topics", name)
 
@@ -550,7 +546,7 @@ def twelve(root, **kw):
     return topic_dir(root)
 
 
-# ---- §3: record files: PYLOG and meta -----------------------------------------
+# ---- §3: record files: PYLOG and meta ---------------------------------------
 def test_golden_record_files_follow_the_spec():
     assert enc_record_file(b"PYLOGLG1", {"format": 2}).hex() == \
         GOLDEN_PYLOG.hex()
@@ -690,7 +686,7 @@ def test_a_missing_or_damaged_marker_is_rewritten(tmp_path, content):
     assert read(marker) == GOLDEN_PYLOG
 
 
-# ---- §4: segments (format version 1, unchanged) --------------------------------
+# ---- §4: segments (format version 1, unchanged) -----------------------------
 def test_golden_examples_follow_the_spec():
     """The golden literals are what the spec's layout gives by hand."""
     one = enc_seg_header(0) + enc_batch(0, [(TS, b"k", b"hi",
@@ -785,7 +781,7 @@ def test_golden_bytes_read_back(tmp_path, golden):
     assert read(path) == raw
 
 
-# ---- an independent parser over mixed records ------------------------------------
+# ---- an independent parser over mixed records -------------------------------
 def random_record(rng):
     r = rng.random()
     if r < 0.08:
@@ -936,7 +932,7 @@ def test_index_entry_at_a_batch_first_record(tmp_path):
             [b"xx", b"a" * 30, b"b" * 30, b"c" * 30, b"z" * 900]
 
 
-# ---- the C checksum is XXH64 ---------------------------------------------------------
+# ---- the C checksum is XXH64 ------------------------------------------------
 def test_xxh64_published_vectors():
     assert xxh(b"") == 0xEF46DB3751D8E999  # the oracle is XXH64 itself
     assert B.xxh64(b"") == 0xEF46DB3751D8E999
@@ -1038,7 +1034,7 @@ def test_large_appends_checksum_their_pieces(tmp_path, segment_bytes):
         assert got == want
 
 
-# ---- §6.1, §6.2: growth of the active segment -----------------------------------
+# ---- §6.1, §6.2: growth of the active segment -------------------------------
 def grown(alloc, need, cap, step=STEP):
     """§6.1: the size of the active file once it holds need bytes."""
     if need <= alloc:
@@ -1125,7 +1121,7 @@ def test_segment_capacity_and_growth_targets(tmp_path):
                                        32 + 5068]
 
 
-# ---- §6.3: sealing --------------------------------------------------------------
+# ---- §6.3: sealing ----------------------------------------------------------
 @pytest.mark.parametrize("sync", ["none", "interval", "always"])
 def test_sealing(tmp_path, sync):
     """The sealed file is cut to its data and gets its index; the new one
@@ -1154,7 +1150,32 @@ def test_sealing(tmp_path, sync):
             assert t.durable_offset >= 5
 
 
-# ---- §6.4: clean close ------------------------------------------------------------
+# ---- §6.4: clean close ------------------------------------------------------
+def test_a_close_syncs_in_every_sync_mode(tmp_path):
+    """§6.4 step 3, in sync mode none: the close fdatasyncs; when that
+    fails the close raises and writes no checkpoint (the cut and the
+    index of steps 1-2 are already done), and the next open scans."""
+    d = topic_dir(tmp_path)
+    log = pylog.open(tmp_path)
+    log.topic("t").append(b"hi", key=b"k", headers=[("u", b"C")],
+                          timestamp=TS)
+    B.fault_set("fsync", count=-1)
+    try:
+        with pytest.raises(pylog.PylogIOError):
+            log.close()
+    finally:
+        B.fault_clear()
+    assert log.closed
+    assert read(os.path.join(d, SEG0)) == GOLDEN_ONE
+    assert read(os.path.join(d, IDX0)) == GOLDEN_IDX_ACTIVE
+    assert slot_of(tmp_path) == parse_slot(golden_slot(GOLDEN_SLOT_OPEN))
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        assert not os.path.exists(os.path.join(d, IDX0))
+        assert values(t) == [b"hi"]
+        assert slot_of(tmp_path).seq == 2  # not clean: scanned, synced
+
+
 def test_a_topic_that_failed_an_fsync_closes_without_touching_files(tmp_path):
     d = topic_dir(tmp_path)
     with pylog.open(tmp_path) as log:
@@ -1177,7 +1198,7 @@ def test_a_topic_that_failed_an_fsync_closes_without_touching_files(tmp_path):
     assert read(os.path.join(d, SEG0)) == GOLDEN_ONE
 
 
-# ---- §8: the checkpoint ---------------------------------------------------------
+# ---- §8: the checkpoint -----------------------------------------------------
 def test_golden_checkpoint_slots_follow_the_spec():
     assert enc_slot(Slot(seq=1, dpos=32)) == golden_slot(GOLDEN_SLOT_OPEN)
     assert enc_slot(Slot(seq=2, durable=1, dseg=0, dpos=111, end=1,
@@ -1364,7 +1385,7 @@ def test_lost_ranges_beyond_22_are_merged(tmp_path):
         assert values(t, 3, 1) == [b"x"]
 
 
-# ---- §9.3: clean open ------------------------------------------------------------
+# ---- §9.3: clean open -------------------------------------------------------
 def three_batches(root):
     """Batches A, B, C of 78 bytes (offsets 0-2) in segment 0, closed."""
     with pylog.open(root) as log:
@@ -1420,7 +1441,7 @@ def test_a_clean_close_is_trusted_without_a_scan(tmp_path, how):
                 t.get(2)
 
 
-# ---- §9.1, §9.2: recovery -------------------------------------------------------
+# ---- §9.1, §9.2: recovery ---------------------------------------------------
 def test_a_process_crash_leaves_the_allocation_and_no_clean_slot(tmp_path):
     """A process that dies leaves the active segment at its growth step
     and the checkpoint of its open; the next open verifies from there,
@@ -1627,7 +1648,7 @@ def test_a_sealed_segment_ending_early_is_a_lost_range_at_first_read(
             t.get(8)
 
 
-# ---- §11: retention -------------------------------------------------------------
+# ---- §11: retention ---------------------------------------------------------
 def test_retention_records_the_new_start_before_it_unlinks(tmp_path):
     """§11: whole sealed segments, oldest first; the checkpoint holds the
     new start (synced) before the files go, so an open after a power loss
@@ -1680,7 +1701,7 @@ def test_retention_gap_is_reported_with_its_reason(tmp_path):
         assert c.gaps == [pylog.Gap("t", 0, 10, "retention")]
 
 
-# ---- §12: the catalog ------------------------------------------------------------
+# ---- §12: the catalog -------------------------------------------------------
 def test_catalog_layout(tmp_path):
     """§12.1: only positions, 16-byte checksummed values; §12.2: the clean
     record names data.mdb's size and XXH64."""
@@ -1838,7 +1859,7 @@ def test_unknown_catalog_version_is_refused(tmp_path):
     assert files() == before
 
 
-# ---- §13: pending positions -----------------------------------------------------
+# ---- §13: pending positions -------------------------------------------------
 def ten_records(log):
     t = log.topic("t")
     for i in range(10):
@@ -1935,7 +1956,7 @@ def test_a_pending_position_whose_records_are_gone_is_rejected(tmp_path):
         c.close()
 
 
-# ---- §14: a format-1 log -----------------------------------------------------------
+# ---- §14: a format-1 log ----------------------------------------------------
 def v1_checkpoint(offset):
     b = b"PYLOGCKP" + struct.pack("<q", offset)
     return b + struct.pack("<Q", xxh(b))
@@ -2020,7 +2041,7 @@ def test_a_format_1_log_is_migrated(tmp_path):
     assert set(dbs[b"topics"]) == {b"t", b"u"}  # left in place
 
 
-# ---- §15: versions and checksums of segments -----------------------------------------
+# ---- §15: versions and checksums of segments --------------------------------
 def make_version_2(path):
     """Rewrite the segment header at path as a valid header of version 2;
     return the header written."""
@@ -2117,7 +2138,7 @@ def test_batch_checksum_covers_bytes_8_to_length(tmp_path):
         assert read(path) == enc_seg_header(0)
 
 
-# ---- §9.2 step 3: damaged headers, the .damaged copy ---------------------------------
+# ---- §9.2 step 3: damaged headers, the .damaged copy ------------------------
 @pytest.mark.parametrize("kind", ["flipped", "foreign"])
 def test_damaged_active_header_is_saved_and_the_topic_opens(tmp_path, kind):
     path = one_record_log(tmp_path)
@@ -2182,7 +2203,7 @@ def test_a_second_damaged_header_keeps_the_first_copy(tmp_path):
             (".damaged", ".damaged.1", ".damaged.2")] == copies
 
 
-# ---- §16: known deviations (these fail until the code is fixed) ----------------------
+# ---- §16: known deviations (these fail until the code is fixed) -------------
 def test_retention_at_open_records_the_new_start(tmp_path):
     """§16 item 1: segments retention deleted while the topic was opened
     are not reported lost after a crash."""
