@@ -129,7 +129,8 @@ int pl_roll_to(pl_topic *t, int64_t base, int64_t nrecords, int64_t then) {
     old->sealed = 1;
     old->loaded_once = 1; /* end and max_ts are known */
     atomic_store(&old->pub_pos, file_bytes);
-    atomic_store(&old->verified, file_bytes);
+    /* trusted_from stays: what a clean open took without a scan is still
+     * verified when first read */
     s->end = base;
     t->active = s;
     pthread_rwlock_unlock(&t->slock);
@@ -422,6 +423,7 @@ static int record_error(pl_topic *t, int64_t klen, int64_t vlen,
                       "%" PRId64, i, ts);
     int64_t size = (klen > 0 ? klen : 0) + vlen + hlen;
     count_add(&t->n[PL_N_REJECTED_RECORDS], n);
+    count_add(&t->n[PL_N_REJECTED_BYTES], size);
     return pl_err(PL_ETOOBIG, 0, "record %" PRId64 " of %" PRId64
                   " bytes exceeds max_record_bytes=%" PRId64 " in %s", i,
                   size, t->cfg.max_record_bytes, t->dir);
@@ -445,7 +447,11 @@ static int begin_append(pl_topic *t, int64_t len, int64_t n) {
     int rc;
     if ((rc = pl_writable(t)) < 0 || (rc = ensure_room(t, len, n)) < 0 ||
         (rc = reserve_index(t, len)) < 0) {
-        if (rc == -PL_EFULL) count_add(&t->n[PL_N_REJECTED_RECORDS], n);
+        if (rc == -PL_EFULL) {
+            count_add(&t->n[PL_N_REJECTED_RECORDS], n);
+            count_add(&t->n[PL_N_REJECTED_BYTES], len - PL_BATCH_HDR -
+                                                      n * PL_REC_HDR);
+        }
         pthread_mutex_unlock(&t->wlock);
         return rc;
     }
@@ -494,6 +500,7 @@ int64_t pl_topic_append_batch(pl_topic *t, int64_t n, const uint8_t *vals,
         len += PL_REC_HDR + (kl > 0 ? kl : 0) + vlens[i] + hl;
         if (len > PL_SEG_MAX - PL_SEG_HDR) {
             count_add(&t->n[PL_N_REJECTED_RECORDS], n);
+            count_add(&t->n[PL_N_REJECTED_BYTES], len);
             return pl_err(PL_ETOOBIG, 0, "a batch of %" PRId64 " records "
                           "exceeds the 4 GiB segment limit", n);
         }

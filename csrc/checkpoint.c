@@ -18,8 +18,10 @@
  *    48  8  i64 start_offset when written
  *    56  8  i64 end_offset when written
  *    64  8  i64 clean close: the active segment's data end (its size)
- *    72 64  i64[8] lifetime counters (PL_N_*)
+ *    72 64  i64[8] lifetime counters (PL_N_*, the first eight)
  *   136 352 lost ranges: (i64 from, i64 to) each
+ *   488  8  i64 the ninth counter (rejected bytes)
+ *   496  8  zero
  *   504  8  u64 XXH64 of bytes 0..504
  *
  * Every claim a slot makes was true when it was written: `durable` only
@@ -59,8 +61,9 @@ static int decode(const uint8_t *b, pl_ckpt *ck) {
     ck->start = (int64_t)get64(b + 48);
     ck->end = (int64_t)get64(b + 56);
     ck->clean_pos = (int64_t)get64(b + 64);
-    for (int i = 0; i < PL_NCOUNTERS; i++)
+    for (int i = 0; i < 8; i++)
         ck->counters[i] = (int64_t)get64(b + 72 + 8 * i);
+    ck->counters[PL_N_REJECTED_BYTES] = (int64_t)get64(b + 488);
     for (int i = 0; i < ck->nlost; i++) {
         ck->lost[i].from = (int64_t)get64(b + 136 + 16 * i);
         ck->lost[i].to = (int64_t)get64(b + 144 + 16 * i);
@@ -115,8 +118,9 @@ int pl_ckpt_write(const char *dir, pl_ckpt *ck, int sync) {
     put64(b + 48, (uint64_t)ck->start);
     put64(b + 56, (uint64_t)ck->end);
     put64(b + 64, (uint64_t)ck->clean_pos);
-    for (int i = 0; i < PL_NCOUNTERS; i++)
+    for (int i = 0; i < 8; i++)
         put64(b + 72 + 8 * i, (uint64_t)ck->counters[i]);
+    put64(b + 488, (uint64_t)ck->counters[PL_N_REJECTED_BYTES]);
     for (int i = 0; i < ck->nlost; i++) {
         put64(b + 136 + 16 * i, (uint64_t)ck->lost[i].from);
         put64(b + 144 + 16 * i, (uint64_t)ck->lost[i].to);

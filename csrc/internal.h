@@ -154,7 +154,7 @@ enum {
     PL_N_APPENDED_RECORDS, PL_N_APPENDED_BYTES,
     PL_N_RETENTION_RECORDS, PL_N_RETENTION_BYTES,
     PL_N_FULL_RECORDS, PL_N_FULL_BYTES,
-    PL_N_REJECTED_RECORDS, PL_N_LOST_RECORDS,
+    PL_N_REJECTED_RECORDS, PL_N_LOST_RECORDS, PL_N_REJECTED_BYTES,
     PL_NCOUNTERS
 };
 
@@ -379,8 +379,9 @@ struct pl_topic {
 /* topic.c */
 int pl_segs_reserve(pl_topic *t);
 int64_t pl_find_segment(pl_topic *t, int64_t offset);
-/* Record [from, to) as lost (merged with what is known). */
-void pl_lost_add(pl_topic *t, int64_t from, int64_t to);
+/* Record [from, to) as lost (merged with what is known); returns how many
+ * of its offsets were not known lost before. */
+int64_t pl_lost_add(pl_topic *t, int64_t from, int64_t to);
 /* The lost range holding offset, if any: 1 and *r. */
 int pl_lost_find(pl_topic *t, int64_t offset, pl_range *r);
 

@@ -192,7 +192,10 @@ pl_map *pl_sealed_map(pl_topic *t, int64_t i, int *rc) {
         /* A clean end before the next segment's base: the records in
          * between are gone (a segment removed by hand, a power cut); a
          * damaged segment is corrupt, not lost. */
-        if (end < next && s->bad_pos < 0) pl_lost_add(t, end, next);
+        if (end < next && s->bad_pos < 0 && !t->cfg.readonly)
+            count_add(&t->n[PL_N_LOST_RECORDS], pl_lost_add(t, end, next));
+        else if (end < next && s->bad_pos < 0)
+            pl_lost_add(t, end, next);
     }
     if (atomic_load(&s->verified) < PL_SEG_HDR)
         atomic_store(&s->verified, PL_SEG_HDR);
@@ -333,6 +336,15 @@ int pl_topic_read(pl_topic *t, int64_t offset, int max_records,
     }
     int64_t end = atomic_load_explicit(&t->end_offset, memory_order_acquire);
     int64_t start = atomic_load(&t->start_offset);
+    pl_range lr;
+    if (offset < start && offset >= 0 && pl_lost_find(t, offset, &lr)) {
+        meta[0] = lr.from; /* a missing first segment, not retention */
+        meta[1] = lr.to;
+        rc = pl_err(PL_ELOST, 0, "offsets [%" PRId64 ", %" PRId64 ") of %s "
+                    "are lost (reading offset %" PRId64 ")", lr.from, lr.to,
+                    t->dir, offset);
+        goto out;
+    }
     if (offset < start || offset > end) {
         rc = pl_err(PL_ERANGE, 0, "offset %" PRId64 " is outside [%" PRId64
                     ", %" PRId64 "] of %s", offset, start, end, t->dir);

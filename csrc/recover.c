@@ -378,7 +378,10 @@ static int recover_segment(pl_topic *t, int64_t i, int64_t pos0,
         s->alloc = size;
         s->cap = t->cfg.segment_bytes;
         atomic_store(&s->pub_pos, valid_end);
-        s->trusted_from = PL_SEG_HDR; /* every batch was just checked */
+        /* Batches from pos0 were just verified; those before it were
+         * only parsed (synced earlier): verified when first read. */
+        s->trusted_from = pos0 > PL_SEG_HDR ? pos0 : PL_SEG_HDR;
+        atomic_store(&s->verified, PL_SEG_HDR);
     } else {
         s->loaded_once = 0; /* its index is made at first read */
     }
@@ -443,7 +446,12 @@ static int clean_active(pl_topic *t, const pl_ckpt *ck) {
 /* No segment file at all: start one at `base`. */
 static int create_first(pl_topic *t, int64_t base) {
     pl_segment *s;
-    int rc = pl_segment_create(t, base, 0, &s);
+    /* A new topic gets its first grow step and its write window now, so
+     * that its first append costs what later ones do (a topic is created
+     * once; a log with thousands of them appends to each soon after). */
+    int64_t step = t->grow_step < t->cfg.segment_bytes ? t->grow_step
+                                                       : t->cfg.segment_bytes;
+    int rc = pl_segment_create(t, base, step, &s);
     if (rc < 0) return rc;
     if ((rc = pl_segs_reserve(t)) < 0) {
         pl_io_unlink(s->path);
@@ -451,6 +459,11 @@ static int create_first(pl_topic *t, int64_t base) {
         return rc;
     }
     t->segs[t->nsegs++] = s;
+    pl_map *w = pl_cache_wmap(t->cache, s, PL_SEG_HDR, 1); /* kept */
+    if (w) { /* and its first page faulted in: a zero over a zero */
+        ((volatile uint8_t *)w->base)[PL_SEG_HDR - w->off] = 0;
+        pl_map_unref(w);
+    }
     return 0;
 }
 
@@ -477,7 +490,9 @@ int pl_recover(pl_topic *t, int64_t min_end) {
         /* Nothing on disk (a new topic, or every segment removed by
          * hand): the first segment starts where the evidence says. */
         if ((rc = create_first(t, evidence)) < 0) goto out;
-        if (have_ck && ck.start < evidence) pl_lost_add(t, ck.start, evidence);
+        if (have_ck && ck.start < evidence)
+            count_add(&t->n[PL_N_LOST_RECORDS],
+                      pl_lost_add(t, ck.start, evidence));
     } else {
         for (int64_t i = 0; i < bases.n; i++) {
             pl_segment *s = pl_seg_new(t, bases.v[i]);
@@ -509,7 +524,8 @@ int pl_recover(pl_topic *t, int64_t min_end) {
         }
         /* A missing first segment: the start moved with no deletion. */
         if (have_ck && ck.start < t->segs[0]->base)
-            pl_lost_add(t, ck.start, t->segs[0]->base);
+            count_add(&t->n[PL_N_LOST_RECORDS],
+                      pl_lost_add(t, ck.start, t->segs[0]->base));
         if (have_ck && (clean = clean_active(t, &ck)) < 0) {
             rc = clean;
             goto out;
@@ -536,11 +552,9 @@ int pl_recover(pl_topic *t, int64_t min_end) {
                 int64_t p0 = i == k ? pos0 : PL_SEG_HDR;
                 int64_t e0 = i == k ? expect0 : t->segs[i]->base;
                 if ((rc = recover_segment(t, i, p0, e0, &r)) < 0) goto out;
-                if (i + 1 < t->nsegs && r.end_off < t->segs[i + 1]->base) {
-                    pl_lost_add(t, r.end_off, t->segs[i + 1]->base);
+                if (i + 1 < t->nsegs && r.end_off < t->segs[i + 1]->base)
                     count_add(&t->n[PL_N_LOST_RECORDS],
-                              t->segs[i + 1]->base - r.end_off);
-                }
+                              pl_lost_add(t, r.end_off, t->segs[i + 1]->base));
                 if (r.changed) atomic_store(&t->dir_dirty, 1);
             }
         }

@@ -74,11 +74,9 @@ static void delete_first(pl_topic *t, int why) {
     atomic_store(&t->start_offset, next);
     pthread_rwlock_unlock(&t->slock);
     prune_lost(t, next);
-    if (t->opened) {
-        pthread_mutex_lock(&t->sync_mu);
-        (void)pl_checkpoint(t, -1, 0, 1); /* best effort, like the unlink */
-        pthread_mutex_unlock(&t->sync_mu);
-    }
+    pthread_mutex_lock(&t->sync_mu);
+    (void)pl_checkpoint(t, -1, 0, 1); /* best effort, like the unlink */
+    pthread_mutex_unlock(&t->sync_mu);
     pl_io_unlink(s->path);
     char *idx = pl_seg_path(t->dir, s->base, ".idx");
     if (idx) pl_io_unlink(idx);

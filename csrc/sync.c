@@ -35,11 +35,12 @@ int pl_checkpoint(pl_topic *t, int64_t durable, int clean, int sync) {
     for (int i = 0; i < PL_NCOUNTERS; i++)
         ck->counters[i] = atomic_load(&t->n[i]);
     pthread_mutex_lock(&t->lost_mu);
-    /* The newest ranges fit; older ones are merged into one. */
+    /* The newest ranges fit; older ones are left out (never merged: a
+     * merged range would cover records that exist). A range left out is
+     * still found by reads where segments end before the next begins. */
     int skip = t->nlost > PL_CKPT_MAXLOST ? t->nlost - PL_CKPT_MAXLOST : 0;
     ck->nlost = t->nlost - skip;
     for (int i = 0; i < ck->nlost; i++) ck->lost[i] = t->lost[skip + i];
-    if (skip) ck->lost[0].from = t->lost[0].from;
     pthread_mutex_unlock(&t->lost_mu);
     return pl_ckpt_write(t->dir, ck, sync);
 }
@@ -174,9 +175,13 @@ int pl_topic_flush(pl_topic *t) {
 }
 
 int pl_topic_sync_needed(pl_topic *t) {
-    return !t->cfg.readonly && !atomic_load(&t->closed) &&
-           !atomic_load(&t->failed) &&
-           atomic_load(&t->end_offset) > atomic_load(&t->durable);
+    if (t->cfg.readonly || atomic_load(&t->closed) || atomic_load(&t->failed))
+        return 0;
+    if (atomic_load(&t->end_offset) > atomic_load(&t->durable)) return 1;
+    /* counters the last checkpoint does not have (rejected records) */
+    for (int i = 0; i < PL_NCOUNTERS; i++)
+        if (atomic_load(&t->n[i]) != t->ckpt.counters[i]) return 1;
+    return 0;
 }
 
 int pl_topic_sync_to(pl_topic *t, int64_t offset) {

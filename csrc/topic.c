@@ -87,9 +87,16 @@ int64_t pl_find_segment(pl_topic *t, int64_t offset) {
 }
 
 /* ---- lost ranges (invariant 9) ------------------------------------------------ */
-void pl_lost_add(pl_topic *t, int64_t from, int64_t to) {
-    if (from >= to) return;
+int64_t pl_lost_add(pl_topic *t, int64_t from, int64_t to) {
+    if (from >= to) return 0;
     pthread_mutex_lock(&t->lost_mu);
+    int64_t known = 0; /* offsets of [from, to) already covered */
+    for (int k = 0; k < t->nlost; k++) {
+        int64_t a = t->lost[k].from > from ? t->lost[k].from : from;
+        int64_t b = t->lost[k].to < to ? t->lost[k].to : to;
+        if (b > a) known += b - a;
+    }
+    int64_t fresh = (to - from) - known;
     /* Merge with every range it touches; keep the list sorted. */
     int i = 0;
     while (i < t->nlost && t->lost[i].to < from) i++;
@@ -104,7 +111,7 @@ void pl_lost_add(pl_topic *t, int64_t from, int64_t to) {
         pl_range *nl = realloc(t->lost, (size_t)nc * sizeof *nl);
         if (!nl) { /* not recorded: reads still report what they meet */
             pthread_mutex_unlock(&t->lost_mu);
-            return;
+            return fresh;
         }
         t->lost = nl;
         t->lost_cap = nc;
@@ -121,6 +128,7 @@ void pl_lost_add(pl_topic *t, int64_t from, int64_t to) {
     t->lost[i].from = from;
     t->lost[i].to = to;
     pthread_mutex_unlock(&t->lost_mu);
+    return fresh;
 }
 
 int pl_lost_find(pl_topic *t, int64_t offset, pl_range *r) {
@@ -344,6 +352,7 @@ int pl_topic_stats(pl_topic *t, pl_stats *o) {
     o->full_dropped_bytes = atomic_load(&t->n[PL_N_FULL_BYTES]);
     o->rejected_records = atomic_load(&t->n[PL_N_REJECTED_RECORDS]);
     o->lost_records = atomic_load(&t->n[PL_N_LOST_RECORDS]);
+    o->rejected_bytes = atomic_load(&t->n[PL_N_REJECTED_BYTES]);
     pthread_mutex_lock(&t->lost_mu);
     o->lost_ranges = t->nlost;
     pthread_mutex_unlock(&t->lost_mu);

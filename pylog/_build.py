@@ -69,6 +69,7 @@ typedef struct pl_stats {
     int64_t full_dropped_records, full_dropped_bytes;
     int64_t rejected_records;
     int64_t lost_records, lost_ranges;
+    int64_t rejected_bytes;
 } pl_stats;
 
 int pl_cache_new(int64_t max_open_files, int64_t max_map_bytes,

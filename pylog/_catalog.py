@@ -114,11 +114,15 @@ def _digest(path):
         return None
 
 
-def _read_in_child(path):
+def _read_in_child(path, write_test=True):
     """(complete, entries, why): entries {db name: {key: value}} printed by
     the checker before it ended or died."""
+    import tempfile
+    scratch = tempfile.mkdtemp(prefix="pylog-catalog-") if write_test \
+        else None
     try:
-        proc = subprocess.run([sys.executable, "-S", _CHECKER, path],
+        proc = subprocess.run([sys.executable, "-S", _CHECKER, path]
+                              + ([scratch] if scratch else []),
                               capture_output=True, timeout=CHECK_TIMEOUT,
                               env=dict(os.environ,
                                        PYTHONPATH=os.pathsep.join(sys.path)))
@@ -126,6 +130,9 @@ def _read_in_child(path):
         return False, {}, "reading it did not finish"
     except OSError as exc:
         return False, {}, f"cannot run the catalog check: {exc}"
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     entries, why, done = {}, None, False
     for line in proc.stdout.splitlines():
         if line == b"END":
@@ -145,7 +152,45 @@ def _read_in_child(path):
         why = (f"reading it killed the reader (signal {-proc.returncode})"
                if proc.returncode < 0 else
                f"reading it failed (exit status {proc.returncode})")
+    if done and proc.returncode == 0:
+        bad = _bad_entries(entries)
+        if bad:
+            for db, k in bad:
+                entries[db].pop(k, None)
+                if db == b"cursors" and _good_key(k):
+                    # a position that cannot be trusted is a lost one
+                    entries.setdefault(b"lost", {})[k] = b""
+            return False, entries, (f"{len(bad)} entr"
+                                    f"{'y' if len(bad) == 1 else 'ies'} "
+                                    "failed their checksums")
     return done and proc.returncode == 0, entries, why
+
+
+def _bad_entries(entries):
+    """Entries no pylog wrote: a position whose checksum fails, a key that
+    is not GROUP NUL TOPIC in UTF-8, an unknown database."""
+    from ._groups import unpack
+    bad = []
+    for db, kv in entries.items():
+        if db not in (b"meta", b"cursors", b"lost", b"topics"):
+            bad.extend((db, k) for k in kv)
+            continue
+        if db not in (b"cursors", b"lost"):
+            continue
+        for k, v in kv.items():
+            if not _good_key(k) or (db == b"cursors" and unpack(k, v) is None):
+                bad.append((db, k))
+    return bad
+
+
+def _good_key(k):
+    """GROUP NUL TOPIC, both UTF-8, a valid topic name."""
+    from ._registry import valid_name
+    g, sep, t = k.partition(b"\0")
+    try:
+        return bool(sep and g) and valid_name(t.decode()) and bool(g.decode())
+    except UnicodeDecodeError:
+        return False
 
 
 class Catalog:
@@ -159,6 +204,7 @@ class Catalog:
         self.readonly = readonly
         self.report = []
         self.rebuilt = False
+        self.dropped = set()  # (group, topic) positions a rebuild dropped
         self.env = None
         data = os.path.join(path, "data.mdb")
         with _ENVS_MU:
@@ -200,6 +246,9 @@ class Catalog:
                 f"catalog {path} is damaged ({'; '.join(self.report)}); "
                 "open the log read-write once to rebuild it")
         if state in ("lost", "damaged"):
+            from ._groups import split_key
+            self.dropped = {split_key(k)
+                            for k in entries.get(b"lost", {})}
             self._rebuild(entries)
         self._open(create=state in ("missing", "lost", "damaged"))
 

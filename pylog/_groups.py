@@ -86,11 +86,7 @@ class Groups:
                 return position, lost
 
     def commit(self, group, positions):
-        with guard(f"cannot write catalog {self.cat.path}"):
-            with self._txn(write=True) as txn:
-                for topic, pos in positions.items():
-                    k = key(group, topic)
-                    txn.put(k, pack(k, pos))
+        self.commit_many({(group, t): p for t, p in positions.items()})
 
     def commit_many(self, items):
         """Store {(group, topic): position} in one transaction."""
@@ -99,6 +95,7 @@ class Groups:
                 for (group, topic), pos in items.items():
                     k = key(group, topic)
                     txn.put(k, pack(k, pos))
+                    txn.delete(k, db=self.cat.lost)  # known again
 
     def all(self):
         """{group: {topic: position}} (damaged entries left out)."""

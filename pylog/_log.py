@@ -16,6 +16,7 @@ becomes durable only once the records it covers are (pylog/_pending.py).
 import errno
 import fcntl
 import os
+import resource
 import threading
 import weakref
 
@@ -59,9 +60,21 @@ _LIMITS = {
     "full_timeout_ms": (0, 2**63 - 1),
 }
 ON_FULL = ("drop_oldest", "reject", "block")
+def _default_max_open_files():
+    """256, or a quarter of the process's descriptor limit if lower: the
+    application needs descriptors too."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return 256
+    if soft == resource.RLIM_INFINITY:
+        return 256
+    return max(16, min(256, soft // 4))
+
+
 LOG_DEFAULTS = {
     "checkpoint_interval_ms": 30_000,
-    "max_open_files": 256,
+    "max_open_files": None,         # 256, less under a low RLIMIT_NOFILE
     "max_map_bytes": 192 << 20,
 }
 FOLLOW_PERIOD_US = 1000  # read-only logs look for other processes' appends
@@ -93,17 +106,19 @@ def _check_option(k, v):
 check_topic_name = check_name
 
 
-def check_config(config, base=None):
+def check_config(config, base=None, new=False):
     """The complete config: base (or the defaults) updated with config.
-    With a max_bytes cap and no segment_bytes ever given, the segment size
-    follows the cap (an eighth of it, 1 KiB to 16 MiB), so that small
-    budgets work with default options."""
+    When a max_bytes cap is set -- for a new topic, or given now -- without
+    segment_bytes, the default segment size follows the cap (an eighth of
+    it, 1 KiB to 16 MiB), so that small budgets work with default
+    options."""
     out = dict(TOPIC_DEFAULTS)
     out.update(base or {})
     for k, v in config.items():
         _check_option(k, v)
         out[k] = v
     if (out["max_bytes"] > 0 and "segment_bytes" not in config
+            and (new or "max_bytes" in config)
             and out["segment_bytes"] == TOPIC_DEFAULTS["segment_bytes"]
             and out["max_bytes"] < 8 * out["segment_bytes"]):
         seg = out["max_bytes"] // 8 // 1024 * 1024
@@ -131,6 +146,11 @@ def _prepare(path):
             f"{path} is not a directory, so it cannot be a pylog log") from None
     except OSError as exc:
         raise _files.io_error(exc, f"cannot list {path}") from exc
+    tdir = os.path.join(path, "topics")
+    if os.path.lexists(tdir) and not os.path.isdir(tdir):
+        raise E.PylogIOError(
+            errno.ENOTDIR, f"{tdir} is not a directory: the log's topics "
+            "cannot be stored there; move it away")
     if MARKER in entries or "catalog" in entries or "topics" in entries:
         return False
     others = sorted(set(entries) - {"LOCK"})
@@ -159,6 +179,8 @@ class Log:
                                            sync_interval_ms, 1)
         self.checkpoint_interval_ms = _check_int(
             "checkpoint_interval_ms", checkpoint_interval_ms, 1)
+        if max_open_files is None:
+            max_open_files = _default_max_open_files()
         self.max_open_files = _check_int("max_open_files", max_open_files, 8)
         self.max_map_bytes = _check_int("max_map_bytes", max_map_bytes,
                                         1 << 20)
@@ -230,15 +252,19 @@ class Log:
         self._slots = {}
         self._catalog = self._groups = None
         self._legacy = {}
-        if os.path.lexists(os.path.join(self.path, "catalog")):
+        cat = os.path.join(self.path, "catalog")
+        if os.path.lexists(cat):
             try:
-                self._catalog = Catalog(os.path.join(self.path, "catalog"),
-                                        readonly=True)
+                self._catalog = Catalog(cat, readonly=True)
                 self._groups = Groups(self._catalog)
                 if self._catalog.version == 1:
                     self._legacy = self._catalog.legacy_topics()
             except E.PylogError as exc:
                 self.recovery.append(f"consumer positions unavailable: {exc}")
+        else:
+            self.recovery.append(
+                f"the catalog {cat} is missing: consumer positions are "
+                "unavailable (a writer's open rebuilds it)")
 
     def _read_only(self, what):
         return E.ReadOnlyError(errno.EROFS, f"cannot {what}: log {self.path} "
@@ -264,10 +290,15 @@ class Log:
     def _open_files(self, new):
         self._registry = Registry(self.path)
         tdir = self._registry.topics_dir
-        if os.path.lexists(tdir) and not os.path.isdir(tdir):
-            raise E.PylogIOError(
-                errno.ENOTDIR, f"{tdir} is not a directory: the log's "
-                "topics cannot be stored there; move it away")
+        marker, state = _files.read_record(os.path.join(self.path, MARKER),
+                                           MARKER_MAGIC)
+        fmt = marker.get("format") if isinstance(marker, dict) else None
+        if state == "ok" and (not isinstance(fmt, int) or
+                              fmt > FORMAT_VERSION):
+            # refused before anything is changed
+            raise E.FormatVersionError(
+                f"log {self.path} has format version {fmt!r}; this pylog "
+                f"reads version {FORMAT_VERSION}")
         with _files.wrap_os(f"cannot create {tdir}"):
             if not os.path.isdir(tdir):
                 os.makedirs(tdir)
@@ -275,25 +306,16 @@ class Log:
         self._catalog = Catalog(os.path.join(self.path, "catalog"))
         self.recovery.extend(self._catalog.report)
         self._groups = Groups(self._catalog)
-        damaged = self._registry.sweep()
-        marker, state = _files.read_record(os.path.join(self.path, MARKER),
-                                           MARKER_MAGIC)
         if self._catalog.version == 1:
             self._migrate()
+        damaged = self._registry.sweep()
         for name in damaged:
             self.recovery.append(
                 f"topic {name!r}: its meta file is missing or damaged; it "
                 "opens with the default config (set its options again)")
-        if state != "ok" or marker.get("format") != FORMAT_VERSION:
-            if marker and marker.get("format", 0) > FORMAT_VERSION:
-                raise E.FormatVersionError(
-                    f"log {self.path} has format version "
-                    f"{marker['format']}; this pylog reads version "
-                    f"{FORMAT_VERSION}")
+        if state != "ok" or fmt != FORMAT_VERSION:
             _files.write_record(os.path.join(self.path, MARKER),
                                 MARKER_MAGIC, {"format": FORMAT_VERSION})
-        if self._catalog.rebuilt:
-            self._mark_lost_positions()
         self._cache = B.Cache(self.max_open_files, self.max_map_bytes)
         self._pending = Pending(os.path.join(self.path, "pending"))
         self._slots = {}
@@ -310,6 +332,7 @@ class Log:
                         self.topic(name)
                     finally:
                         self._closed = True
+        self._check_positions()
 
     def _migrate(self):
         """Format 1 kept topic configs in the catalog: move them into the
@@ -327,18 +350,24 @@ class Log:
                                   for t, p in tops.items()})
         self._catalog.set_version(FORMAT_VERSION)
 
-    def _mark_lost_positions(self):
-        """After a rebuild: the groups the topic directories list whose
-        positions the catalog no longer has."""
+    def _check_positions(self):
+        """The catalog against the topic directories: a group a topic lists
+        without a position in the catalog lost it (a damaged or removed
+        catalog): it is recorded and reported, and its next consumer says
+        so with a gap."""
         have = self._groups.all()
+        # lost before this open (a rebuild now records what it dropped)
+        known = set(self._groups.lost()) - self._catalog.dropped
+        names = set(self._registry.names())
         lost = []
-        for name in self._registry.names():
+        for name in sorted(names):
             for g in self._registry.read(name)[1]:
-                if name not in have.get(g, {}):
+                if name not in have.get(g, {}) and (g, name) not in known:
                     lost.append((g, name))
         if lost:
             self._groups.mark_lost(lost)
-            for g, name in lost:
+        for g, name in sorted(lost):  # found now (verify lists the rest)
+            if name in names:
                 self.recovery.append(
                     f"group {g!r} lost its position in topic {name!r} with "
                     "the catalog; its next consumer restarts per its start "
@@ -374,7 +403,8 @@ class Log:
             exists = self._registry.exists(name)
             stored, groups, state = (self._registry.read(name) if exists
                                      else (None, [], "missing"))
-            cfg = check_config(config, stored or self._defaults)
+            cfg = check_config(config, stored or self._defaults,
+                               new=stored is None)
             if not exists:
                 self._registry.create(name, cfg)
             elif stored != cfg:
@@ -437,12 +467,13 @@ class Log:
             if slot is None:
                 continue
             pos, token = slot
-            cur = self._groups.get(g, t.name)
-            if cur is not None and pos <= cur:
-                continue
+            if pos == self._groups.get(g, t.name):
+                continue  # it reached the catalog before the crash
             # At or below the start, retention removed what it covers
-            # (the group had read it): nothing is left to check.
-            if pos <= t.start_offset or t._token(pos) == token:
+            # (the group had read it): nothing is left to check. A token
+            # of 0: the batch could not be read when committed.
+            if pos <= t.start_offset or t._token(pos) == token or (
+                    token == 0 and pos <= t.end_offset):
                 accepted[(g, t.name)] = pos
         if accepted:
             # The topic was just recovered and synced: durable now.
@@ -467,9 +498,21 @@ class Log:
             t = self._topics.pop(name, None)
             if t is not None:
                 t._close()
-            self._registry.delete(name)
+            # Its groups and their positions go first: a crash between two
+            # steps leaves a topic with no groups (not groups with lost
+            # positions), or positions nobody reads (not positions a new
+            # topic of this name would inherit: positions of a topic whose
+            # directory is gone are evidence that its offsets existed).
+            groups = self._groups_of(name)
+            cfg, _, state = self._registry.read(name)
+            if state == "ok":
+                self._registry.write(name, cfg, [])
+            self._pending.forget(lambda g, tn: tn == name,
+                                 [(g, name) for g in groups])
+            for g in groups:
+                self._slots.pop(key_hash(g, name), None)
             self._groups.delete_topic(name)
-            self._pending.forget(lambda g, tn: tn == name)
+            self._registry.delete(name)
 
     def flush(self):
         """fdatasync every topic, then make committed positions durable:
@@ -585,7 +628,7 @@ class Log:
             self._groups.commit(group, positions)
         else:
             for name, pos in positions.items():
-                token = self._topics[name]._token(pos)
+                token = self._topics[name]._token(pos) or 0
                 self._pending.put(group, name, pos, token)
         for name in positions:
             self._refresh_floor(name)
@@ -634,13 +677,19 @@ class Log:
             if topics is None:
                 raise E.GroupNotFoundError(
                     f"no consumer group {group!r} in log {self.path}")
-            self._groups.delete_group(group)
-            self._pending.forget(lambda g, t: g == group)
+            # the topics first: a crash in between leaves a position
+            # without its group (forgotten), not a group without its
+            # position (which would read as lost)
             for name in self._registry.names():
                 cfg, groups, state = self._registry.read(name)
                 if group in groups and state == "ok":
                     self._registry.write(name, cfg,
                                          [g for g in groups if g != group])
+            self._groups.delete_group(group)
+            self._pending.forget(lambda g, t: g == group,
+                                 [(group, t) for t in self._registry.names()])
+            for name in self._registry.names():
+                self._slots.pop(key_hash(group, name), None)
             for name in topics:
                 self._refresh_floor(name)
 
@@ -747,8 +796,9 @@ def open(path, sync="none", sync_interval_ms=1000, **options):
     checkpoint every checkpoint_interval_ms bounds what a power cut can
     lose), "interval" (fdatasync at most every sync_interval_ms), "always"
     (an append returns once durable; concurrent appenders share fsyncs).
-    Log options: checkpoint_interval_ms (30000), max_open_files (256: file
-    descriptors the log keeps open), max_map_bytes (192 MiB: bytes it
+    Log options: checkpoint_interval_ms (30000), max_open_files (file
+    descriptors the log keeps open: 256, or a quarter of RLIMIT_NOFILE if
+    that is lower), max_map_bytes (192 MiB: bytes it
     keeps mapped), readonly (False: True reads a log that another process
     may be writing, from any number of processes, and writes nothing).
     Other options are the defaults of topics created by this Log (see

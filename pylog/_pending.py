@@ -17,9 +17,11 @@ Each (group, topic) has a 64-byte slot, rewritten in place:
    40 16  zero                             holding position - 1
    56  8  u64 XXH64 of bytes 0..56
 
-At open, a slot ahead of the catalog is trusted only if the batch before
-its position is still the same (its checksum equals the token): a crash
-of the process keeps it, a power cut that lost those records rejects it.
+At open, a slot that differs from the catalog (a commit may move a group
+back) is trusted only if the batch before its position is still the same
+(its checksum equals the token; 0 when it could not be read): a crash of
+the process keeps it, a power cut that lost those records rejects it. A
+slot whose group or topic was deleted is overwritten with position -1.
 A rejected position still proves that its offsets existed: the topic's
 next offset is raised past it (invariant 9 in csrc/topic.c).
 """
@@ -66,28 +68,19 @@ class Pending:
                     xxhash.xxh64_intdigest(s[:56]):
                 continue
             _, _, seq, kh, pos, token, _ = _SLOT.unpack_from(s)
-            if pos >= 0 and (kh not in best or best[kh][0] < seq):
+            if kh not in best or best[kh][0] < seq:
                 best[kh] = (seq, pos, token)
             self._seq = max(self._seq, seq)
-        return [(kh, pos, token) for kh, (_, pos, token) in best.items()]
+        # a tombstone (position -1) is the newest word on its key
+        return [(kh, pos, token) for kh, (_, pos, token) in best.items()
+                if pos >= 0]
 
     def put(self, group, topic, position, token):
         """Record a position (survives a crash of the process)."""
         with self._mu:
             k = (group, topic)
             self.items[k] = (position, token)
-            slot = self._slots.get(k)
-            if slot is None:
-                slot = self._slots[k] = len(self._slots)
-            self._seq += 1
-            body = _SLOT.pack(b"PLPD", 0, self._seq, key_hash(group, topic),
-                              position, token, b"\0" * 16)
-            data = body + _SUM.pack(xxhash.xxh64_intdigest(body))
-            with _files.wrap_os(f"cannot write {self.path}"):
-                if self._fd is None:
-                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT |
-                                       os.O_CLOEXEC, 0o644)
-                os.pwrite(self._fd, data, slot * SLOT)
+            self._write(k, position, token)
 
     def get(self, group, topic):
         it = self.items.get((group, topic))
@@ -115,11 +108,30 @@ class Pending:
             if not self.items:
                 self._reset()
 
-    def forget(self, pred):
-        """Drop pending positions whose (group, topic) matches pred."""
+    def forget(self, pred, keys=()):
+        """Drop pending positions whose (group, topic) matches pred, and
+        write over their slots (and those of `keys`), so that a crash does
+        not bring them back: a slot with position -1 is a tombstone."""
         with self._mu:
             for k in [k for k in self.items if pred(*k)]:
                 del self.items[k]
+            for k in list(self._slots):
+                if pred(*k) or k in keys:
+                    self._write(k, -1, 0)
+
+    def _write(self, k, position, token):
+        slot = self._slots.get(k)
+        if slot is None:
+            slot = self._slots[k] = len(self._slots)
+        self._seq += 1
+        body = _SLOT.pack(b"PLPD", 0, self._seq, key_hash(*k), position,
+                          token, b"\0" * 16)
+        data = body + _SUM.pack(xxhash.xxh64_intdigest(body))
+        with _files.wrap_os(f"cannot write {self.path}"):
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT |
+                                   os.O_CLOEXEC, 0o644)
+            os.pwrite(self._fd, data, slot * SLOT)
 
     def _reset(self):
         """Empty the file: every position it held is in the catalog."""

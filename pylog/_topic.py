@@ -419,7 +419,8 @@ class Topic:
             "bytes_on_disk", "truncated_bytes", "appended_records",
             "appended_bytes", "retention_dropped_records",
             "retention_dropped_bytes", "full_dropped_records",
-            "full_dropped_bytes", "rejected_records", "lost_records")}
+            "full_dropped_bytes", "rejected_records", "rejected_bytes",
+            "lost_records")}
         out["lost_ranges"] = self.lost_ranges()
         return out
 

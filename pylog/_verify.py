@@ -181,8 +181,12 @@ class Verifier:
         log = self.log
         try:
             groups = log.groups()
-        except E.PylogError as exc:
-            self.say("CATALOG", f"the consumer positions cannot be read: {exc}")
+        except E.PylogError:
+            # (the reason was reported from log.recovery)
+            for name in ends:
+                for g in log._registry.read(name)[1]:
+                    self.say("CATALOG", f"group {g!r}: its position in topic "
+                             f"{name!r} cannot be read from the catalog")
             return
         for g, tops in sorted(groups.items()):
             for name, pos in sorted(tops.items()):
