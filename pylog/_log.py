@@ -109,6 +109,7 @@ class Log:
         self._topics = {}
         self._closed = True
         self._forwarders = None  # pylog.forward.Forwarders, made on first use
+        self._ingests = set()    # pylog.ingest.Ingest objects not closed
         os.makedirs(self.path, exist_ok=True)
         self._lockfd = os.open(os.path.join(self.path, "LOCK"),
                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -223,6 +224,16 @@ class Log:
         from .forward import Forwarder
         return Forwarder(self, name, topics, sink, **options)
 
+    # ---- ingest (pylog/ingest) ----------------------------------------------
+    def ingest(self, topic, source, **options):
+        """An Ingest appending what source (an MqttSource or HttpSource)
+        receives to topic (created if missing, with the topic options
+        among options), acknowledged only once appended. Not started: call
+        start(), or use it as a context manager. See pylog.ingest.Ingest
+        for the options."""
+        from .ingest import Ingest
+        return Ingest(self, topic, source, **options)
+
     @property
     def forwarders(self):
         """The log's forwarders by name, and the bandwidth cap they share
@@ -308,8 +319,11 @@ class Log:
 
     def close(self):
         """Close every topic (flushing in sync modes other than 'none') and
-        release the directory. Idempotent. Running forwarders are stopped
-        first (each commits what its upstream confirmed)."""
+        release the directory. Idempotent. Running ingests are stopped
+        first (each appends and acknowledges what it took), then running
+        forwarders (each commits what its upstream confirmed)."""
+        for ingest in list(self._ingests):  # outside _mu: they append
+            ingest.close()
         if self._forwarders is not None and not self._closed:
             self._forwarders._close_all()  # outside _mu: they commit
         with self._mu:
