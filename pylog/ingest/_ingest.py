@@ -56,6 +56,48 @@ def _describe(exc):
     return f"{type(exc).__name__}: {exc}"
 
 
+def check_options(topic, source, *, key=None, batch_records=500,
+                  linger_ms=20, dead_letter_topic=None, ack="appended",
+                  name=None):
+    """Check the options of Log.ingest (all but the topic options); the
+    list of topic names, or InvalidConfigError."""
+    from .._log import check_topic_name
+    topics = [topic] if isinstance(topic, str) else topic
+    try:
+        topics = list(topics)
+    except TypeError:
+        raise E.InvalidConfigError(
+            "topic must be a topic name or a list of names") from None
+    if not topics or len(set(topics)) != len(topics):
+        raise E.InvalidConfigError(
+            "topic must be a topic name or a list of distinct names")
+    for t in topics:
+        check_topic_name(t)
+    if not callable(getattr(source, "_bind", None)):
+        raise TypeError(
+            f"source must be an MqttSource or an HttpSource, not "
+            f"{type(source).__name__}")
+    if len(topics) > 1 and not source.MULTI_TOPIC:
+        raise E.InvalidConfigError(
+            f"a {type(source).__name__} feeds one topic, not {topics!r}")
+    check_int(batch_records, "batch_records")
+    check_int(linger_ms, "linger_ms", 0)
+    if ack not in ACK_MODES:
+        raise E.InvalidConfigError(
+            f"ack must be 'appended' or 'durable', not {ack!r}")
+    if dead_letter_topic is not None:
+        check_topic_name(dead_letter_topic)
+        if dead_letter_topic in topics:
+            raise E.InvalidConfigError(
+                f"dead_letter_topic {dead_letter_topic!r} is also a "
+                "topic the ingest appends to")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise E.InvalidConfigError(
+            f"name must be a non-empty str, not {name!r}")
+    KeyTemplate(key, source.KEY_FIELDS)
+    return topics
+
+
 class Ingest:
     """Records from a source into topics of a Log; get one with
     ``Log.ingest``. ``start()``, ``stats()``, ``stop()``; also a context
@@ -65,43 +107,14 @@ class Ingest:
     def __init__(self, log, topic, source, *, key=None, batch_records=500,
                  linger_ms=20, dead_letter_topic=None, ack="appended",
                  name=None, **topic_options):
-        from .._log import check_topic_name
-        topics = [topic] if isinstance(topic, str) else topic
-        try:
-            topics = list(topics)
-        except TypeError:
-            raise E.InvalidConfigError(
-                "topic must be a topic name or a list of names") from None
-        if not topics or len(set(topics)) != len(topics):
-            raise E.InvalidConfigError(
-                "topic must be a topic name or a list of distinct names")
-        for t in topics:
-            check_topic_name(t)
-        if not callable(getattr(source, "_bind", None)):
-            raise TypeError(
-                f"source must be an MqttSource or an HttpSource, not "
-                f"{type(source).__name__}")
-        if len(topics) > 1 and not source.MULTI_TOPIC:
-            raise E.InvalidConfigError(
-                f"a {type(source).__name__} feeds one topic, not {topics!r}")
-        self.batch_records = check_int(batch_records, "batch_records")
-        self.linger_ms = check_int(linger_ms, "linger_ms", 0)
-        if ack not in ACK_MODES:
-            raise E.InvalidConfigError(
-                f"ack must be 'appended' or 'durable', not {ack!r}")
-        if dead_letter_topic is not None:
-            check_topic_name(dead_letter_topic)
-            if dead_letter_topic in topics:
-                raise E.InvalidConfigError(
-                    f"dead_letter_topic {dead_letter_topic!r} is also a "
-                    "topic the ingest appends to")
-        if name is None:
-            name = f"{topics[0]}-{source.scheme}"
-        if not isinstance(name, str) or not name:
-            raise E.InvalidConfigError(
-                f"name must be a non-empty str, not {name!r}")
+        topics = check_options(
+            topic, source, key=key, batch_records=batch_records,
+            linger_ms=linger_ms, dead_letter_topic=dead_letter_topic,
+            ack=ack, name=name)
+        self.batch_records, self.linger_ms = batch_records, linger_ms
         self.key = KeyTemplate(key, source.KEY_FIELDS)
-        self.name, self.ack, self.source = name, ack, source
+        self.name = name or f"{topics[0]}-{source.scheme}"
+        self.ack, self.source = ack, source
         self.dead_letter_topic = dead_letter_topic
         self._log = log
         self._sync = log.sync
