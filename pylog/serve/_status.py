@@ -64,6 +64,7 @@ class _Server(http.server.ThreadingHTTPServer):
 def _handler(status):
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "pylog-serve"
+        wbufsize = 1 << 16  # headers and body in one send()
 
         def log_message(self, *args):
             pass
