@@ -306,6 +306,10 @@ class Ingest:
                 self._cv.notify()
         return True
 
+    def _queued(self):
+        """Items offered and not yet taken by the loop."""
+        return len(self._queue)
+
     def _topic(self, name=None):
         return self._topics[name or self.topic_names[0]]
 

@@ -16,7 +16,11 @@
 - Back-pressure: the CONNECT asks the broker to keep at most
   ``max_inflight`` unacknowledged messages on the way to us (MQTT 5 Receive
   Maximum). While the topic is full nothing is acknowledged, so the broker
-  stops after that many and holds the rest.
+  stops after that many and holds the rest. A broker may send more than it
+  was asked (mosquitto 2.0 does once acknowledgements flowed): at most
+  ``OVERRUN_WINDOWS`` windows are held; what comes beyond is neither kept
+  nor acknowledged, and once the backlog has drained the source drops the
+  connection so that the broker sends those messages again.
 - An acknowledgement is sent only on the connection its message came on:
   after a reconnect a message identifier may name another message. The
   broker sends the messages of a lost connection again (counted as
@@ -27,6 +31,7 @@
 - The broker going away is retried with backoff for ever (state
   "connecting"); a refused CONNECT too (last_error says why).
 """
+import socket
 import threading
 
 from .._errors import InvalidConfigError
@@ -36,6 +41,7 @@ from ._mapping import (MQTT_TOPIC_HEADER, check_int, check_port, check_str)
 
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 QOS0_WINDOWS = 4   # QoS 0 messages waiting, in windows, before drops
+OVERRUN_WINDOWS = 4  # QoS 1 messages held, in windows, before refusing more
 
 
 def _check_filter(f):
@@ -150,6 +156,7 @@ class MqttSource:
         self._connected = False
         self._closing = False
         self._connects = self._acks_dropped = 0
+        self._overrun = self._overrun_total = 0  # QoS 1 messages not taken
 
     @property
     def url(self):
@@ -258,10 +265,26 @@ class MqttSource:
                 else:
                     dropped += 1
             self._acks_dropped += dropped
+        if self._overrun and self._connected \
+                and self._ingest._queued() < self.window:
+            self._resync()
+
+    def _resync(self):
+        """Messages were left untaken (an overrun): drop the connection so
+        that the broker sends every unacknowledged one again."""
+        with self._ack_mu:
+            self._connected = False  # no more acks on this connection
+        sock = self._client.socket() if self._client is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _stats(self):
         return {"connected": self._connected, "connects": self._connects,
-                "acks_dropped": self._acks_dropped}
+                "acks_dropped": self._acks_dropped,
+                "overrun": self._overrun_total}
 
     # ---- paho callbacks (its network thread) -------------------------------
     def _on_connect(self, client, _u, flags, rc, _props):
@@ -274,6 +297,7 @@ class MqttSource:
             self._gen += 1
             self._connected = True
             self._connects += 1
+            self._overrun = 0  # the broker sends again what was not taken
         if not flags.session_present:
             from paho.mqtt.subscribeoptions import SubscribeOptions
             client.subscribe([(f, SubscribeOptions(qos=self.qos,
@@ -298,8 +322,14 @@ class MqttSource:
                 + ", ".join(f"{f!r} ({rc})" for f, rc in bad))
 
     def _on_message(self, _client, _u, msg):
-        self._ingest._offer((msg, self._gen), droppable=msg.qos == 0,
-                            limit=QOS0_WINDOWS * self.window)
+        ingest = self._ingest
+        if msg.qos == 1 and (self._overrun or ingest._queued()
+                             >= OVERRUN_WINDOWS * self.window):
+            self._overrun += 1        # not acknowledged: sent again after
+            self._overrun_total += 1  # the resync
+            return
+        ingest._offer((msg, self._gen), droppable=msg.qos == 0,
+                      limit=QOS0_WINDOWS * self.window)
 
     def _where(self):
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
