@@ -157,6 +157,7 @@ class MqttSource:
         self._closing = False
         self._connects = self._acks_dropped = 0
         self._overrun = self._overrun_total = 0  # QoS 1 messages not taken
+        self._subscribed = False  # the broker granted every filter
 
     @property
     def url(self):
@@ -284,6 +285,7 @@ class MqttSource:
     def _stats(self):
         return {"connected": self._connected, "connects": self._connects,
                 "acks_dropped": self._acks_dropped,
+                "subscribed": self._subscribed,
                 "overrun": self._overrun_total}
 
     # ---- paho callbacks (its network thread) -------------------------------
@@ -298,7 +300,9 @@ class MqttSource:
             self._connected = True
             self._connects += 1
             self._overrun = 0  # the broker sends again what was not taken
-        if not flags.session_present:
+        if flags.session_present:
+            self._subscribed = True  # the session holds the subscriptions
+        else:
             from paho.mqtt.subscribeoptions import SubscribeOptions
             client.subscribe([(f, SubscribeOptions(qos=self.qos,
                                                    retainHandling=1))
@@ -316,6 +320,7 @@ class MqttSource:
 
     def _on_subscribe(self, _client, _u, _mid, codes, _props):
         bad = [(f, rc) for f, rc in zip(self.topics, codes) if rc.is_failure]
+        self._subscribed = not bad
         if bad:
             self._ingest._note_error(
                 f"{self._where()} refused the subscription to "
