@@ -24,7 +24,7 @@ from .. import _errors as E
 from ._config import ConfigError
 from ._status import StatusServer
 
-REFRESH_S = 0.5   # the status lines and state checks, this often
+REFRESH_S = 0.25  # the status lines and state checks, this often
 
 
 def _human(n):
@@ -112,19 +112,41 @@ class Daemon:
                 "forwarders": {f.name: f.stats() for f in self.forwarders},
                 "topics": topics}
 
+    # Short states between two refreshes show in counters: a retry means
+    # the forwarder backed off, a new full count that the ingest was full,
+    # a new connection that it was connecting.
+    MISSED = {"forward": (("retries", "backoff"),),
+              "ingest": (("full", "full"), ("connects", "connecting"))}
+
+    def _transitions(self, kind, st):
+        """The states st went through since the last refresh."""
+        key = (kind, st["name"])
+        prev = self._states.get(key)
+        seen = []
+        if prev is not None:
+            state, counts = prev
+            for field, missed in self.MISSED[kind]:
+                grew = st.get(field, 0) > counts.get(field, 0)
+                first = field == "connects" and counts.get(field, 0) == 0
+                if grew and not first and missed not in (state, st["state"]):
+                    seen.append(missed)
+            if seen or st["state"] != state:
+                seen.append(st["state"])
+        elif st["state"] != "running":
+            seen.append(st["state"])
+        self._states[key] = (st["state"], {
+            f: st.get(f, 0) for f, _ in self.MISSED[kind]})
+        return seen
+
     def _refresh(self):
         stats = [("ingest", i.stats()) for i in self.ingests] + \
                 [("forward", f.stats()) for f in self.forwarders]
         for kind, st in stats:
-            key = (kind, st["name"])
-            state = st["state"]
-            if self._states.get(key) != state:
-                if key in self._states or state != "running":
-                    why = (f": {st['last_error']}" if state != "running"
-                           and st["last_error"] else "")
-                    if not self.tty or state == "failed":
-                        self.say(f"{kind} {st['name']}: {state}{why}")
-                self._states[key] = state
+            for state in self._transitions(kind, st):
+                why = (f": {st['last_error']}" if state != "running"
+                       and st["last_error"] else "")
+                if not self.tty or state == "failed":
+                    self.say(f"{kind} {st['name']}: {state}{why}")
         if self.tty:
             self._draw([self.ingest_line(st) if kind == "ingest" else
                         self.forward_line(st) for kind, st in stats])
@@ -154,6 +176,7 @@ class Daemon:
                 while not self._stop.is_set():
                     self._refresh()
                     self._stop.wait(REFRESH_S)
+                self._refresh()
                 self._clear()
                 self.say("stopping")
             finally:
@@ -245,14 +268,18 @@ class Daemon:
             for fw in self.forwarders:
                 if fw.state not in ("running", "backoff"):
                     continue
-                left = max(0.0, deadline - time.monotonic())
                 try:
-                    if not fw.flush(left):
-                        self.say(f"forward {fw.name}: not all uploaded "
-                                 f"within flush_timeout: the next start "
-                                 f"sends the rest")
+                    while not fw.flush(min(REFRESH_S, max(
+                            0.0, deadline - time.monotonic()))):
+                        self._refresh()
+                        if time.monotonic() >= deadline:
+                            self.say(f"forward {fw.name}: not all uploaded "
+                                     f"within flush_timeout: the next start "
+                                     f"sends the rest")
+                            break
                 except E.PylogError:
                     pass  # failed or stopped: its state says so
+                self._refresh()
         except KeyboardInterrupt:
             self.say("second signal: not waiting for the forwarders")
 
