@@ -79,7 +79,10 @@ def test_ndjson_lines_are_one_batch_each_line_a_value(log):
 @pytest.mark.parametrize("body, ctype, status, text", [
     (b'{"a": 1}\n{"b": \n', "application/x-ndjson", 400, "line 2"),
     (b"\n \n", "application/x-ndjson", 400, "no record"),
-    (b"\xff\xfe\n", "application/x-ndjson", 400, "line 1"),
+    (b"\xff\xfe\n", "application/x-ndjson", 400, "line 1 is not UTF-8"),
+    (b'1\n"a" "b"\n', "application/x-ndjson", 400, "line 2 holds more"),
+    (b'1,2\n[3\n4]\n', "application/x-ndjson", 400, "line 1"),
+    ("[1]\n".encode("utf-16"), "application/x-ndjson", 400, "UTF-8"),
     (b"text", "text/plain", 415, "text/plain"),
 ])
 def test_a_malformed_body_gets_4xx_and_appends_nothing(log, body, ctype,

@@ -98,6 +98,10 @@ def check_options(topic, source, *, key=None, batch_records=500,
     return topics
 
 
+class _HandOver(Exception):
+    """The network thread cannot store this batch now: the loop will."""
+
+
 class Ingest:
     """Records from a source into topics of a Log; get one with
     ``Log.ingest``. ``start()``, ``stats()``, ``stop()``; also a context
@@ -136,6 +140,13 @@ class Ingest:
         self._queue = collections.deque()
         self._stopping = threading.Event()
         self._paused = False               # stop(): take nothing new
+        self._store_mu = threading.Lock()  # one batch stored at a time
+        self._held = False                 # the loop stores the head now
+        self._head_since = 0.0             # when the queue's head came
+        # The network thread stores whole batches itself unless their
+        # acknowledgements must wait for durability (the loop's job).
+        self._inline = source.STREAM and (ack == "appended"
+                                          or log.sync == "always")
         self._state = "created"
         self._full = False
         self._error = None
@@ -290,7 +301,8 @@ class Ingest:
         """A stream source received item (from its network thread). False
         if it is not taken: stopping (it stays unacknowledged), or
         droppable (no acknowledgement will be asked, QoS 0) while limit
-        items wait already."""
+        items wait already. Once batch_records items wait, the calling
+        thread appends and acknowledges them itself (see _store_inline)."""
         with self._cv:
             if self._paused:
                 return False
@@ -302,8 +314,18 @@ class Ingest:
             q.append(item)
             self._received += 1
             n = len(q)
-            if n == 1 or n == self.batch_records:
+            inline = (n >= self.batch_records and self._inline
+                      and not self._held)
+            if n == 1:
+                self._head_since = time.monotonic()
                 self._cv.notify()
+            elif n == self.batch_records and not inline:
+                self._cv.notify()
+        if inline and self._store_mu.acquire(blocking=False):
+            try:
+                self._store_inline()
+            finally:
+                self._store_mu.release()
         return True
 
     def _queued(self):
@@ -313,10 +335,18 @@ class Ingest:
     def _topic(self, name=None):
         return self._topics[name or self.topic_names[0]]
 
-    def _check_sizes(self, topic, values, keys, headers):
+    def _check_sizes(self, topic, values, keys, headers, uniform=False):
         """Indexes of the records over the topic's max_record_bytes, with
-        their sizes."""
+        their sizes. uniform: every record has the key and headers of the
+        first (an HTTP request): one size of those for all."""
         limit = topic.config["max_record_bytes"]
+        if uniform:
+            extra = record_size(b"", None if keys is None else keys[0],
+                                None if headers is None else headers[0])
+            if max(map(len, values)) + extra <= limit:
+                return []
+            return [(i, len(v) + extra) for i, v in enumerate(values)
+                    if len(v) + extra > limit]
         bad = []
         for i, v in enumerate(values):
             size = record_size(v, None if keys is None else keys[i],
@@ -371,21 +401,39 @@ class Ingest:
         log.error("ingest %r failed: %s", self.name, _describe(exc))
 
     # ---- the loop of a stream source ---------------------------------------
-    def _take(self):
-        """The next batch: wait for a first item, then up to linger_ms for
-        batch_records of them. At stop: what is queued, at once."""
-        n = self.batch_records
+    # Batches are stored (appended, then acknowledged) in the order their
+    # items came, one at a time under _store_mu, by two threads:
+    # - the source's network thread, inline in _offer, whenever a whole
+    #   batch waits (ack="appended"): no thread switch per batch, so the
+    #   network thread never waits for the GIL behind the loop's Python;
+    # - the loop thread, for the rest: a partial batch after linger_ms,
+    #   retries while the topic is full, rejected records, ack="durable".
+    # When the network thread cannot store a batch (full topic, a record
+    # too large) it puts it back and sets _held: the loop stores the head
+    # of the queue from then on, until it succeeds.
+    def _wait(self):
+        """Wait until the loop has a batch to store: batch_records items
+        that the network thread does not store itself, or items of which
+        the first waited linger_ms (nothing at all at stop)."""
+        n, linger = self.batch_records, self.linger_ms / 1000.0
         with self._cv:
             q = self._queue
             if not q and not self._paused:
                 self._cv.wait(IDLE_WAIT_S)
-            if q and len(q) < n and self.linger_ms and not self._paused:
-                deadline = time.monotonic() + self.linger_ms / 1000.0
-                while len(q) < n and not self._paused:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cv.wait(left)
+            while q and not self._paused:
+                if len(q) >= n and (self._held or not self._inline):
+                    return
+                age = time.monotonic() - self._head_since
+                if age >= linger:
+                    return
+                self._cv.wait(linger - age)
+
+    def _take(self):
+        """Up to batch_records items from the head of the queue (under
+        _store_mu)."""
+        n = self.batch_records
+        with self._cv:
+            q = self._queue
             if len(q) <= n:
                 items = list(q)
                 q.clear()
@@ -397,12 +445,13 @@ class Ingest:
         pending = collections.deque()  # (topic, end, items, n): "durable"
         try:
             while True:
-                items = self._take()
-                if items:
-                    if not self._store(items, pending):
+                self._wait()
+                with self._store_mu:
+                    items = self._take()
+                    if items and not self._store(items, pending):
                         break  # stopping while full: nothing acknowledged
-                if pending:
-                    self._release_durable(pending, force=self._paused)
+                    if pending:
+                        self._release_durable(pending, force=self._paused)
                 if self._paused and not self._queue:
                     break
         except BaseException as exc:  # noqa: BLE001 - the thread's end
@@ -414,14 +463,42 @@ class Ingest:
             except E.PylogError as exc:
                 self._fail(exc)
 
-    def _store(self, items, pending):
+    def _store_inline(self):
+        """Store whole batches from the network thread (holding _store_mu)
+        until fewer wait; hand the head to the loop when one cannot be
+        stored at once."""
+        n = self.batch_records
+        while True:
+            with self._cv:
+                q = self._queue
+                if self._held or self._paused or len(q) < n:
+                    return
+                items = [q.popleft() for _ in range(n)]
+                self._head_since = time.monotonic()  # the new head's age
+            try:
+                self._store(items, None, inline=True)
+            except _HandOver:
+                with self._cv:
+                    self._queue.extendleft(reversed(items))
+                    self._held = True
+                    self._cv.notify()
+                return
+            except BaseException as exc:  # noqa: BLE001 - the ingest's end
+                self._fail(exc)
+                return
+
+    def _store(self, items, pending, inline=False):
         """Append a batch of a stream source and acknowledge it (or queue
         its acknowledgement until durable). False if stop() came while the
-        topic was full: nothing of it was appended or acknowledged."""
+        topic was full: nothing of it was appended or acknowledged. inline
+        (the network thread): raise _HandOver instead of waiting or
+        rejecting."""
         source, topic = self.source, self._topic()
         values, keys, headers = source._records(items, self.key)
         bad = self._check_sizes(topic, values, keys, headers)
         n = len(values) - len(bad)  # acknowledged as appended
+        if bad and inline:
+            raise _HandOver
         if bad:
             self._reject(items, bad, values, keys, headers, topic)
             skip = {i for i, _ in bad}
@@ -435,11 +512,14 @@ class Ingest:
                 first = self._append(topic, values, keys, headers)
                 break
             except (E.LogFullError, E.DiskFullError):
+                if inline:
+                    raise _HandOver from None
                 if self._stopping.wait(self._backoff.delay(attempt)):
                     return False
                 attempt += 1
         else:
             first = None
+        self._held = False
         if self.ack == "durable" and self._sync != "always" \
                 and first is not None:
             pending.append((topic, first + len(values), items, n))

@@ -42,6 +42,7 @@ from ._mapping import (MQTT_TOPIC_HEADER, check_int, check_port, check_str)
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 QOS0_WINDOWS = 4   # QoS 0 messages waiting, in windows, before drops
 OVERRUN_WINDOWS = 4  # QoS 1 messages held, in windows, before refusing more
+TOPIC_CACHE = 4096   # MQTT topics whose header and key are kept
 
 
 def _check_filter(f):
@@ -149,6 +150,7 @@ class MqttSource:
         self.reconnect_backoff = (float(lo), float(hi))
         self._ingest = None
         self._client = None
+        self._by_topic = {}  # MQTT topic -> ((header,), key)
         # _ack_mu orders acknowledgements against (re)connections: an ack
         # goes out only on the connection its message came on.
         self._ack_mu = threading.Lock()
@@ -222,25 +224,40 @@ class MqttSource:
         self._client = None
 
     def _records(self, items, key):
-        """values, keys (or None), headers of received messages."""
-        values, keys, headers = [], [] if key.kind != "none" else None, []
-        target = self._target
+        """values, keys (or None), headers of received messages. What
+        depends on the MQTT topic alone (its header, the key when the
+        template uses no user property) is made once per topic."""
+        values, headers = [], []
+        keys = None if key.kind == "none" else []
+        per_message = key.uses("client_id")
+        cache, target = self._by_topic, self._target
         for msg, _ in items:
             topic = msg.topic
+            hit = cache.get(topic)
+            if hit is None:
+                if len(cache) >= TOPIC_CACHE:
+                    cache.clear()
+                pair = (MQTT_TOPIC_HEADER, topic.encode("utf-8"))
+                k = None if keys is None or per_message else key.render(
+                    {"mqtt_topic": topic, "client_id": "", "topic": target})
+                hit = cache[topic] = ((pair,), k)
             values.append(msg.payload)
-            h = [(MQTT_TOPIC_HEADER, topic.encode("utf-8"))]
             up = getattr(msg.properties, "UserProperty", None)
             client_id = ""
             if up:
+                h = list(hit[0])
                 for name, v in up:
                     h.append((name, v.encode("utf-8")))
                     if name == "client_id":
                         client_id = v
-            headers.append(h)
+                headers.append(h)
+            else:
+                headers.append(hit[0])
             if keys is not None:
                 keys.append(key.render({"mqtt_topic": topic,
                                         "client_id": client_id,
-                                        "topic": target}))
+                                        "topic": target})
+                            if per_message else hit[1])
         return values, keys, headers
 
     def _metadata(self, item):
@@ -328,7 +345,7 @@ class MqttSource:
 
     def _on_message(self, _client, _u, msg):
         ingest = self._ingest
-        if msg.qos == 1 and (self._overrun or ingest._queued()
+        if msg.qos == 1 and (self._overrun or len(ingest._queue)
                              >= OVERRUN_WINDOWS * self.window):
             self._overrun += 1        # not acknowledged: sent again after
             self._overrun_total += 1  # the resync
