@@ -45,6 +45,8 @@ log.addHandler(logging.NullHandler())
 STATES = ("created", "connecting", "running", "full", "stopped", "failed")
 ACK_MODES = ("appended", "durable")
 IDLE_WAIT_S = 0.25       # an idle loop looks at stop() this often
+QUIET_S = 0.005          # no message for this long: the loop stores a
+                         # lingered batch (else the network thread does)
 DURABLE_SLICE_S = 0.005  # waits for durable_offset look this often
 FULL_BACKOFF_MS = (20, 1000)  # retries of a batch that found the topic full
 STOP_TIMEOUT_S = 30.0
@@ -143,6 +145,8 @@ class Ingest:
         self._store_mu = threading.Lock()  # one batch stored at a time
         self._held = False                 # the loop stores the head now
         self._head_since = 0.0             # when the queue's head came
+        self._last_offer = 0.0             # when the last item came
+        self._linger_s = linger_ms / 1000.0
         # The network thread stores whole batches itself unless their
         # acknowledgements must wait for durability (the loop's job).
         self._inline = source.STREAM and (ack == "appended"
@@ -314,12 +318,13 @@ class Ingest:
             q.append(item)
             self._received += 1
             n = len(q)
-            inline = (n >= self.batch_records and self._inline
-                      and not self._held)
+            now = self._last_offer = time.monotonic()
             if n == 1:
-                self._head_since = time.monotonic()
-                self._cv.notify()
-            elif n == self.batch_records and not inline:
+                self._head_since = now
+            inline = self._inline and not self._held and (
+                n >= self.batch_records
+                or now - self._head_since >= self._linger_s)
+            if n == 1 or (n == self.batch_records and not inline):
                 self._cv.notify()
         if inline and self._store_mu.acquire(blocking=False):
             try:
@@ -414,19 +419,26 @@ class Ingest:
     def _wait(self):
         """Wait until the loop has a batch to store: batch_records items
         that the network thread does not store itself, or items of which
-        the first waited linger_ms (nothing at all at stop)."""
-        n, linger = self.batch_records, self.linger_ms / 1000.0
+        the first waited linger_ms (when the network thread stores batches
+        itself: and no message came for QUIET_S, else it stores them with
+        the next message; nothing at all at stop)."""
+        n, linger = self.batch_records, self._linger_s
+        inline = self._inline
         with self._cv:
             q = self._queue
             if not q and not self._paused:
                 self._cv.wait(IDLE_WAIT_S)
             while q and not self._paused:
-                if len(q) >= n and (self._held or not self._inline):
+                held = self._held
+                if len(q) >= n and (held or not inline):
                     return
-                age = time.monotonic() - self._head_since
-                if age >= linger:
+                now = time.monotonic()
+                left = linger - (now - self._head_since)
+                if inline and not held:
+                    left = max(left, QUIET_S - (now - self._last_offer))
+                if left <= 0:
                     return
-                self._cv.wait(linger - age)
+                self._cv.wait(left)
 
     def _take(self):
         """Up to batch_records items from the head of the queue (under
@@ -464,17 +476,20 @@ class Ingest:
                 self._fail(exc)
 
     def _store_inline(self):
-        """Store whole batches from the network thread (holding _store_mu)
-        until fewer wait; hand the head to the loop when one cannot be
-        stored at once."""
+        """Store batches from the network thread (holding _store_mu): whole
+        ones, or what waited linger_ms; hand the head to the loop when one
+        cannot be stored at once."""
         n = self.batch_records
         while True:
             with self._cv:
                 q = self._queue
-                if self._held or self._paused or len(q) < n:
+                now = time.monotonic()
+                if self._held or self._paused or not q or (
+                        len(q) < n and now - self._head_since
+                        < self._linger_s):
                     return
-                items = [q.popleft() for _ in range(n)]
-                self._head_since = time.monotonic()  # the new head's age
+                items = [q.popleft() for _ in range(min(n, len(q)))]
+                self._head_since = now  # the new head's age
             try:
                 self._store(items, None, inline=True)
             except _HandOver:
