@@ -63,6 +63,25 @@ def _count(value, what, low=1):
     return value
 
 
+def topic_list(topics, what):
+    """A topic name or an iterable of distinct names, as a list; else
+    InvalidConfigError (InvalidTopicName for a bad name)."""
+    from .._log import check_topic_name
+    if isinstance(topics, str):
+        topics = [topics]
+    try:
+        topics = list(topics)
+    except TypeError:
+        raise E.InvalidConfigError(
+            f"{what} must be a topic name or a list of names") from None
+    if not topics or len(set(topics)) != len(topics):
+        raise E.InvalidConfigError(
+            f"{what} must be a topic name or a list of distinct names")
+    for t in topics:
+        check_topic_name(t)
+    return topics
+
+
 def check_options(name, topics, sink, *, batch_records=500,
                   batch_bytes=1 << 20, linger_ms=200, priority=0,
                   max_bytes_per_s=None, retry_backoff_ms=(100, 60_000),
@@ -72,18 +91,7 @@ def check_options(name, topics, sink, *, batch_records=500,
     for a sink without send); the list of topic names."""
     from .._log import check_topic_name
     check_group_name(name)
-    if isinstance(topics, str):
-        topics = [topics]
-    try:
-        topics = list(topics)
-    except TypeError:
-        raise E.InvalidConfigError(
-            "topics must be a topic name or a list of names") from None
-    if not topics or len(set(topics)) != len(topics):
-        raise E.InvalidConfigError(
-            "topics must be a topic name or a list of distinct names")
-    for t in topics:
-        check_topic_name(t)
+    topics = topic_list(topics, "topics")
     check_sink(sink)
     _count(batch_records, "batch_records")
     _count(batch_bytes, "batch_bytes")

@@ -35,6 +35,7 @@ import threading
 import time
 
 from .. import _errors as E
+from ..forward._forwarder import topic_list
 from ..forward._retry import Backoff
 from ._errors import IngestError
 from ._mapping import (KeyTemplate, check_int, record_size, too_large)
@@ -64,17 +65,7 @@ def check_options(topic, source, *, key=None, batch_records=500,
     """Check the options of Log.ingest (all but the topic options); the
     list of topic names, or InvalidConfigError."""
     from .._log import check_topic_name
-    topics = [topic] if isinstance(topic, str) else topic
-    try:
-        topics = list(topics)
-    except TypeError:
-        raise E.InvalidConfigError(
-            "topic must be a topic name or a list of names") from None
-    if not topics or len(set(topics)) != len(topics):
-        raise E.InvalidConfigError(
-            "topic must be a topic name or a list of distinct names")
-    for t in topics:
-        check_topic_name(t)
+    topics = topic_list(topic, "topic")
     if not callable(getattr(source, "_bind", None)):
         raise TypeError(
             f"source must be an MqttSource or an HttpSource, not "
