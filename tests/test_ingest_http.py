@@ -7,12 +7,15 @@ unacknowledged."""
 import http.client
 import json
 import random
+import shutil
+import ssl
 import threading
 import time
 
 import pytest
 
 import pylog
+from peers import make_tls_files, need
 from pylog.ingest import HttpSource, IngestError
 
 
@@ -291,3 +294,22 @@ def test_capped_topic_with_retrying_clients_keeps_exactly_what_was_acked(
     assert len(acked) == 3000
     assert st["appended"] == st["acked"] == 3000
     assert st["deferred"] >= busy[0] and st["rejected"] == 0
+
+
+def test_https_with_a_certificate_of_its_own(tmp_path, log):
+    need("openssl", shutil.which("openssl"), "apt-get install openssl")
+    ca, crt, key = make_tls_files(str(tmp_path))
+    ing = log.ingest("events", HttpSource(
+        port=0, tls={"certfile": crt, "keyfile": key})).start()
+    ctx = ssl.create_default_context(cafile=ca)
+    c = http.client.HTTPSConnection("127.0.0.1", ing.source.port,
+                                    context=ctx, timeout=10)
+    st, ans, _ = post(ing.source.port, "/topics/events", b"secret", conn=c)
+    c.close()
+    assert st == 200 and log.topic("events").get(0).value == b"secret"
+    plain = http.client.HTTPConnection("127.0.0.1", ing.source.port,
+                                       timeout=10)
+    with pytest.raises(OSError):  # no TLS: the handshake fails, nothing
+        post(ing.source.port, "/topics/events", b"x", conn=plain)
+    assert log.topic("events").end_offset == 1
+    assert ing.source.url.startswith("https://")

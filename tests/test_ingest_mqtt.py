@@ -4,13 +4,14 @@ acknowledgements only after the append (and after durability with
 ack="durable"), back-pressure of a full topic, oversized messages, broker
 restarts and a broker down at start, options."""
 import collections
+import shutil
 import time
 
 import pytest
 
 import pylog
-from peers import (MqttPublisher, mosquitto, mqtt_client,  # noqa: F401
-                   wait_until)
+from peers import (Mosquitto, MqttPublisher, mosquitto,  # noqa: F401
+                   mqtt_client, need, wait_until)
 from pylog.ingest import MqttSource
 
 N = 600
@@ -321,3 +322,27 @@ def test_an_mqtt_source_feeds_one_topic_and_one_ingest(tmp_path,
         log.ingest("a", src)
         with pytest.raises(pylog.ingest.IngestError, match="used by"):
             log.ingest("b", src)
+
+
+def test_mqtts_with_the_brokers_ca(tmp_path, mqtt_client):  # noqa: F811
+    need("the mosquitto broker", Mosquitto.available(),
+         "apt-get install mosquitto")
+    need("openssl", shutil.which("openssl"), "apt-get install openssl")
+    d = tmp_path / "broker"
+    d.mkdir()
+    b = Mosquitto(str(d), tls=True).start()
+    try:
+        with pylog.open(tmp_path / "log") as log:
+            src = MqttSource("127.0.0.1", b.tls_port, topics="sensors/#",
+                             client_id="gw-tls", tls={"ca_certs": b.ca})
+            assert src.url.startswith("mqtts://")
+            with log.ingest("s", src) as ing:
+                assert wait_until(lambda: ing.stats()["subscribed"], 10), \
+                    ing.stats()
+                pub = MqttPublisher(b.port)  # publishes on the plain port
+                pub.publish(messages(20))
+                pub.close()
+                wait_acked(ing, 20)
+            assert log.topic("s").end_offset == 20
+    finally:
+        b.close()

@@ -189,8 +189,9 @@ class HttpSource:
         except OSError as exc:
             raise IngestError(f"cannot listen on {self.host}:{self.port}: "
                               f"{exc.strerror or exc}") from None
-        if ctx is not None:
-            srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        if ctx is not None:  # the handshake is made by each connection's
+            srv.socket = ctx.wrap_socket(  # thread, not by the accepting one
+                srv.socket, server_side=True, do_handshake_on_connect=False)
         self.port = srv.server_address[1]
         self._server = srv
         self._thread = threading.Thread(
@@ -405,7 +406,9 @@ def _handler(source):
             pass
 
         def setup(self):
-            super().setup()
+            super().setup()  # sets the timeout on the socket
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.do_handshake()  # failing: the connection ends
             try:
                 self.request.setsockopt(socket.IPPROTO_TCP,
                                         socket.TCP_NODELAY, 1)

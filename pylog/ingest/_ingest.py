@@ -3,11 +3,11 @@ of a Log, acknowledged only once appended.
 
 A source receives; the Ingest appends and says when to acknowledge:
 
-- A stream source (MqttSource) hands each message to ``_offer``; one
-  thread takes them in batches (``batch_records``, or what came within
-  ``linger_ms`` of the first), appends each batch with one
-  ``append_batch`` and only then has the source acknowledge its messages,
-  in the order they came. A crash between the append and the
+- A stream source (MqttSource) hands each message to ``_offer``; they are
+  taken in batches (``batch_records``, or what came within ``linger_ms``
+  of the first), each appended with one ``append_batch``, and only then
+  does the source acknowledge its messages, in the order they came (see
+  "the loop of a stream source" below for which thread does it). A crash between the append and the
   acknowledgement makes the publisher send again: a duplicate, never a
   loss.
 - A request source (HttpSource) appends each request's records itself
@@ -49,6 +49,7 @@ IDLE_WAIT_S = 0.25       # an idle loop looks at stop() this often
 QUIET_S = 0.005          # no message for this long: the loop stores a
                          # lingered batch (else the network thread does)
 DURABLE_SLICE_S = 0.005  # waits for durable_offset look this often
+DURABLE_POLL_S = 0.02    # the loop looks at durable_offset this often
 FULL_BACKOFF_MS = (20, 1000)  # retries of a batch that found the topic full
 STOP_TIMEOUT_S = 30.0
 ERROR_HEADER = "pylog.error"
@@ -59,7 +60,7 @@ def _describe(exc):
     return f"{type(exc).__name__}: {exc}"
 
 
-def check_options(topic, source, *, key=None, batch_records=500,
+def check_options(topic, source, *, key=None, batch_records=100,
                   linger_ms=20, dead_letter_topic=None, ack="appended",
                   name=None):
     """Check the options of Log.ingest (all but the topic options); the
@@ -101,7 +102,7 @@ class Ingest:
     manager. See the README for the options and what each sync mode
     promises a publisher."""
 
-    def __init__(self, log, topic, source, *, key=None, batch_records=500,
+    def __init__(self, log, topic, source, *, key=None, batch_records=100,
                  linger_ms=20, dead_letter_topic=None, ack="appended",
                  name=None, **topic_options):
         topics = check_options(
@@ -407,7 +408,7 @@ class Ingest:
     # When the network thread cannot store a batch (full topic, a record
     # too large) it puts it back and sets _held: the loop stores the head
     # of the queue from then on, until it succeeds.
-    def _wait(self):
+    def _wait(self, idle=IDLE_WAIT_S):
         """Wait until the loop has a batch to store: batch_records items
         that the network thread does not store itself, or items of which
         the first waited linger_ms (when the network thread stores batches
@@ -418,7 +419,7 @@ class Ingest:
         with self._cv:
             q = self._queue
             if not q and not self._paused:
-                self._cv.wait(IDLE_WAIT_S)
+                self._cv.wait(idle)
             while q and not self._paused:
                 held = self._held
                 if len(q) >= n and (held or not inline):
@@ -448,7 +449,8 @@ class Ingest:
         pending = collections.deque()  # (topic, end, items, n): "durable"
         try:
             while True:
-                self._wait()
+                # acknowledgements waiting for durability: look often
+                self._wait(DURABLE_POLL_S if pending else IDLE_WAIT_S)
                 with self._store_mu:
                     items = self._take()
                     if items and not self._store(items, pending):
