@@ -346,3 +346,26 @@ def test_mqtts_with_the_brokers_ca(tmp_path, mqtt_client):  # noqa: F811
             assert log.topic("s").end_offset == 20
     finally:
         b.close()
+
+
+def test_an_append_error_fails_the_ingest_and_acknowledges_nothing_more(
+        tmp_path, mosquitto, publisher):  # noqa: F811
+    with pylog.open(tmp_path) as log:
+        ing = log.ingest("s", source(mosquitto), batch_records=10).start()
+        assert wait_until(lambda: ing.stats()["subscribed"], 10)
+        publisher.publish(messages(10))
+        wait_acked(ing, 10)
+        log.delete_topic("s")  # the ingest's topic is closed: appends raise
+        publisher.publish(messages(10, start=10))
+        assert wait_until(lambda: ing.state == "failed", 10), ing.stats()
+        st = ing.stats()
+        assert st["acked"] == 10 and "ClosedError" in st["last_error"]
+        assert isinstance(ing.error, pylog.ClosedError)
+        ing.stop()
+        assert ing.state == "failed" and not ing.stats()["connected"]
+    with pylog.open(tmp_path) as log:  # the broker kept what failed
+        with log.ingest("s", source(mosquitto)) as ing:
+            t = log.topic("s")
+            assert wait_until(lambda: t.end_offset == 10, 10), ing.stats()
+            assert [r.value for r in t.read(0)] == [b"%d" % i
+                                                    for i in range(10, 20)]

@@ -132,7 +132,8 @@ class Ingest:
         self._mu = threading.Lock()        # lifecycle and counters
         self._cv = threading.Condition(threading.Lock())  # the queue
         self._queue = collections.deque()
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # stop() or a failure
+        self._stop_called = False
         self._paused = False               # stop(): take nothing new
         self._store_mu = threading.Lock()  # one batch stored at a time
         self._held = False                 # the loop stores the head now
@@ -194,12 +195,14 @@ class Ingest:
         """Stop taking records, append and acknowledge what was taken
         (up to timeout seconds), disconnect and release the source. What
         the source received after that is not acknowledged: the broker
-        sends it again to the next ingest of the same session."""
+        sends it again to the next ingest of the same session. A failed
+        ingest is stopped the same way (it stays "failed")."""
         with self._mu:
             if self._state == "created":
                 raise IngestError(f"ingest {self.name!r} was not started")
-            if self._stopping.is_set():
+            if self._stop_called:
                 raise IngestError(f"ingest {self.name!r} is stopped already")
+            self._stop_called = True
             self._stopping.set()
         with self._cv:
             self._paused = True
@@ -219,7 +222,7 @@ class Ingest:
     def close(self):
         """Stop if running and release the source; idempotent."""
         with self._mu:
-            running = self._state != "created" and not self._stopping.is_set()
+            running = self._state != "created" and not self._stop_called
         if running:
             self.stop()
         else:
