@@ -150,14 +150,19 @@ def test_a_forwarded_topic_missing_from_an_existing_log_is_exit_2(
     assert "forward[0].topics: no topic 't' in log" in err
 
 
-def test_the_example_gateway_is_valid(capsys, kafka_client, mqtt_client):  # noqa: F811
+def test_the_example_gateway_is_valid(tmp_path, capsys, kafka_client,  # noqa: F811
+                                      mqtt_client):  # noqa: F811
     path = os.path.join(ROOT, "examples", "gateway.toml")
     rc, err = run(["serve", "--check", path], capsys)
     assert rc == 0, err
     cfg = load(path)
     try:
+        import pylog
+        with pylog.open(tmp_path, **cfg.open_options) as log:
+            for name, opts in cfg.topics.items():
+                log.topic(name, **opts)  # the core takes the budget
         assert [i.topic for i in cfg.ingests] == ["sensors", "alarms"]
-        assert cfg.topics["sensors"]["max_bytes"] == 64 << 20
+        assert sum(t["max_bytes"] for t in cfg.topics.values()) == 64 << 20
         assert [f.options.get("priority") for f in cfg.forwards] == [0, 1]
         assert cfg.max_bytes_per_s and cfg.status == ("127.0.0.1", 9100)
     finally:
