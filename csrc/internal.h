@@ -351,6 +351,7 @@ struct pl_topic {
     char failed_msg[512];
     int64_t truncated;
     int64_t grow_step; /* the active file grows by this much */
+    int fresh;         /* open created the topic's first segment */
     int64_t last_list_ms; /* read-only: when the directory was last listed */
     atomic_int relist;    /* read-only: a segment file went missing */
     /* group commit */

@@ -459,11 +459,7 @@ static int create_first(pl_topic *t, int64_t base) {
         return rc;
     }
     t->segs[t->nsegs++] = s;
-    pl_map *w = pl_cache_wmap(t->cache, s, PL_SEG_HDR, 1); /* kept */
-    if (w) { /* and its first page faulted in: a zero over a zero */
-        ((volatile uint8_t *)w->base)[PL_SEG_HDR - w->off] = 0;
-        pl_map_unref(w);
-    }
+    t->fresh = 1; /* pl_topic_open maps its write window */
     return 0;
 }
 

@@ -236,6 +236,17 @@ int pl_topic_open(const char *dir, const pl_config *cfg, pl_cache *cache,
     } else {
         if ((rc = pl_recover(t, min_end)) < 0) goto fail;
         pl_retention_apply_locked(t); /* no other thread has it yet */
+        if (t->fresh) {
+            /* A new topic's write window, its first page written (a zero
+             * over a zero) after the sync that ended the open: the first
+             * append then takes no fault (a write fault after a sync costs
+             * the file system a journal update). */
+            pl_map *w = pl_cache_wmap(t->cache, t->active, PL_SEG_HDR, 1);
+            if (w) {
+                ((volatile uint8_t *)w->base)[PL_SEG_HDR - w->off] = 0;
+                pl_map_unref(w);
+            }
+        }
     }
     t->opened = 1;
     *out = t;

@@ -10,6 +10,7 @@
     pylog DIR dump TOPIC
     pylog DIR forward --to URL TOPIC... [--group G] [--drain] [options]
     pylog demo [--dir DIR] [--seconds S]
+    pylog serve CONFIG.toml [--check]
 
 ``produce`` creates DIR if it does not exist (or is empty); every other
 command needs an existing pylog directory. ``topics``, ``describe``,
@@ -682,6 +683,20 @@ def _forward_status(args, st):
     sys.stderr.flush()
 
 
+def cmd_serve(args):
+    """Run the ingests and forwarders of a config file until SIGTERM or
+    Ctrl-C (exit 0); a mistake in the file is one line and exit 2."""
+    from . import serve
+    try:
+        if args.check:
+            serve.load(args.config).close()
+            print(f"{args.config}: ok", file=sys.stderr)
+            return 0
+        return serve.run(args.config)
+    except serve.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_demo(args):
     from . import _demo
     return _demo.main(args)
@@ -701,7 +716,8 @@ def _parser():
     p = _Parser(
         prog="pylog", description="Inspect and use a pylog directory.",
         epilog="pylog demo [--dir DIR] [--seconds S] runs the "
-               "store-and-forward demo.")
+               "store-and-forward demo; pylog serve CONFIG.toml runs the "
+               "ingests and forwarders of a config file.")
     p.add_argument("dir", help="the log directory")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
                            parser_class=_Parser)
@@ -823,6 +839,18 @@ def _demo_parser():
     return p
 
 
+def _serve_parser():
+    p = _Parser(
+        prog="pylog serve",
+        description="Run the ingests and forwarders a config file declares, "
+                    "until SIGTERM or Ctrl-C.")
+    p.add_argument("config", metavar="CONFIG.toml",
+                   help="the config file (see examples/gateway.toml)")
+    p.add_argument("--check", action="store_true",
+                   help="check the file and exit (0: no mistake)")
+    return p
+
+
 COMMANDS = {"topics": cmd_topics, "describe": cmd_describe,
             "produce": cmd_produce, "consume": cmd_consume,
             "groups": cmd_groups, "verify": cmd_verify, "dump": cmd_dump,
@@ -844,6 +872,9 @@ def main(argv=None):
     if argv[:1] == ["demo"] and (len(argv) == 1 or argv[1].startswith("-")):
         args = _demo_parser().parse_args(argv[1:])
         fn = cmd_demo
+    elif argv[:1] == ["serve"] and (len(argv) == 1 or argv[1] not in COMMANDS):
+        args = _serve_parser().parse_args(argv[1:])
+        fn = cmd_serve
     else:  # (a log directory called "demo" still works: pylog demo topics)
         args = _parser().parse_args(argv)
         fn = COMMANDS[args.cmd]

@@ -196,6 +196,7 @@ class Log:
         # when it is collected (Consumer.__del__).
         self._consumers = weakref.WeakSet()
         self._forwarders = None  # pylog.forward.Forwarders, made on first use
+        self._ingests = set()    # pylog.ingest.Ingest objects not closed
         self._pins = Pins()
         self._group_locks = GroupLocks(self.path)
         self.readonly = bool(readonly)
@@ -641,6 +642,16 @@ class Log:
         from .forward import Forwarder
         return Forwarder(self, name, topics, sink, **options)
 
+    # ---- ingest (pylog/ingest) ----------------------------------------------
+    def ingest(self, topic, source, **options):
+        """An Ingest appending what source (an MqttSource or HttpSource)
+        receives to topic (created if missing, with the topic options
+        among options), acknowledged only once appended. Not started: call
+        start(), or use it as a context manager. See pylog.ingest.Ingest
+        for the options."""
+        from .ingest import Ingest
+        return Ingest(self, topic, source, **options)
+
     @property
     def forwarders(self):
         """The log's forwarders by name, and the bandwidth cap they share
@@ -735,8 +746,11 @@ class Log:
     def close(self):
         """Close every topic (each syncs what is not yet durable, in every
         sync mode), make committed positions durable, and release the
-        directory. Idempotent. Running forwarders are stopped first (each
-        commits what its upstream confirmed)."""
+        directory. Idempotent. Running ingests are stopped first (each
+        appends and acknowledges what it took), then running forwarders
+        (each commits what its upstream confirmed)."""
+        for ingest in list(self._ingests):  # outside _mu: they append
+            ingest.close()
         if self._forwarders is not None and not self._closed:
             self._forwarders._close_all()  # outside _mu: they commit
         with self._mu:

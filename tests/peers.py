@@ -7,6 +7,8 @@
 - MqttSubscriber: a paho client with a persistent session (MQTT 5
   clean_start=False and a session expiry) that reconnects by itself, so a
   broker restart loses none of the messages the broker had accepted.
+- MqttPublisher: a paho client publishing QoS 1 messages (with user
+  properties) and waiting for the broker's PUBACKs.
 - KafkaMock: librdkafka's mock cluster (bundled in confluent-kafka's
   wheel), which speaks the Kafka protocol on loopback; ``down()`` / ``up()``
   call rd_kafka_mock_broker_set_down / _up through ctypes.
@@ -223,6 +225,58 @@ class MqttSubscriber:
         with self._cv:
             return self._cv.wait_for(lambda: len(self.messages) >= n,
                                      timeout)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class MqttPublisher:
+    """A paho publisher (MQTT 5) of QoS 1 messages; publish() returns once
+    the broker acknowledged every one. persistent: a session the broker
+    keeps across reconnects (clean_start off), so that a message without
+    a PUBACK is sent again after a broker restart."""
+
+    def __init__(self, port, client_id=None, persistent=False,
+                 max_inflight=100):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        self._props = lambda: Properties(PacketTypes.PUBLISH)  # noqa: E731
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"pylog-test-pub-{os.getpid()}-{id(self)}",
+            protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(max_inflight)
+        self.client.reconnect_delay_set(0.05, 0.5)
+        self._connected = threading.Event()
+        self.client.on_connect = lambda *a: self._connected.set()
+        props = Properties(PacketTypes.CONNECT)
+        if persistent:
+            props.SessionExpiryInterval = 3600
+        self.client.connect(LOOPBACK, port, keepalive=30,
+                            clean_start=not persistent, properties=props)
+        self.client.loop_start()
+        if not self._connected.wait(10):
+            raise RuntimeError("the publisher did not connect")
+
+    def publish(self, messages, timeout=60.0):
+        """messages: (topic, payload) or (topic, payload, user properties
+        as a list of pairs); returns once all are acknowledged."""
+        infos = []
+        for m in messages:
+            props = None
+            if len(m) > 2 and m[2]:
+                props = self._props()
+                props.UserProperty = list(m[2])
+            infos.append(self.client.publish(m[0], m[1], qos=1,
+                                             properties=props))
+        deadline = time.monotonic() + timeout
+        for info in infos:
+            info.wait_for_publish(max(0.01, deadline - time.monotonic()))
+            if not info.is_published():
+                raise TimeoutError("the broker did not acknowledge a "
+                                   "message in time")
 
     def close(self):
         self.client.disconnect()

@@ -63,6 +63,58 @@ def _count(value, what, low=1):
     return value
 
 
+def topic_list(topics, what):
+    """A topic name or an iterable of distinct names, as a list; else
+    InvalidConfigError (InvalidTopicName for a bad name)."""
+    from .._log import check_topic_name
+    if isinstance(topics, str):
+        topics = [topics]
+    try:
+        topics = list(topics)
+    except TypeError:
+        raise E.InvalidConfigError(
+            f"{what} must be a topic name or a list of names") from None
+    if not topics or len(set(topics)) != len(topics):
+        raise E.InvalidConfigError(
+            f"{what} must be a topic name or a list of distinct names")
+    for t in topics:
+        check_topic_name(t)
+    return topics
+
+
+def check_options(name, topics, sink, *, batch_records=500,
+                  batch_bytes=1 << 20, linger_ms=200, priority=0,
+                  max_bytes_per_s=None, retry_backoff_ms=(100, 60_000),
+                  max_retries=None, dead_letter_topic=None,
+                  start="earliest"):
+    """Check the options of Log.forwarder (InvalidConfigError, TypeError
+    for a sink without send); the list of topic names."""
+    from .._log import check_topic_name
+    check_group_name(name)
+    topics = topic_list(topics, "topics")
+    check_sink(sink)
+    _count(batch_records, "batch_records")
+    _count(batch_bytes, "batch_bytes")
+    _count(linger_ms, "linger_ms", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise E.InvalidConfigError(
+            f"priority must be an int, not {priority!r}")
+    check_rate(max_bytes_per_s)
+    check_backoff(retry_backoff_ms)
+    if max_retries is not None:
+        _count(max_retries, "max_retries", 0)
+    if dead_letter_topic is not None:
+        check_topic_name(dead_letter_topic)
+        if dead_letter_topic in topics:
+            raise E.InvalidConfigError(
+                f"dead_letter_topic {dead_letter_topic!r} is also a "
+                "topic to forward: its records would come back to it")
+    if start not in ("earliest", "latest"):
+        raise E.InvalidConfigError(
+            f"start must be 'earliest' or 'latest', not {start!r}")
+    return topics
+
+
 class _Failure(Exception):
     """Raised inside the loop: stop in state "failed" with .error."""
 
@@ -92,42 +144,17 @@ class Forwarder:
                  max_bytes_per_s=None, retry_backoff_ms=(100, 60_000),
                  max_retries=None, dead_letter_topic=None,
                  start="earliest"):
-        from .._log import check_topic_name
-        check_group_name(name)
-        if isinstance(topics, str):
-            topics = [topics]
-        try:
-            topics = list(topics)
-        except TypeError:
-            raise E.InvalidConfigError(
-                "topics must be a topic name or a list of names") from None
-        if not topics or len(set(topics)) != len(topics):
-            raise E.InvalidConfigError(
-                "topics must be a topic name or a list of distinct names")
-        for t in topics:
-            check_topic_name(t)
-        check_sink(sink)
-        self.batch_records = _count(batch_records, "batch_records")
-        self.batch_bytes = _count(batch_bytes, "batch_bytes")
-        self.linger_ms = _count(linger_ms, "linger_ms", 0)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise E.InvalidConfigError(
-                f"priority must be an int, not {priority!r}")
-        self.priority = priority
-        self.max_bytes_per_s = check_rate(max_bytes_per_s)
-        self.retry_backoff_ms = check_backoff(retry_backoff_ms)
-        if max_retries is not None:
-            _count(max_retries, "max_retries", 0)
+        topics = check_options(
+            name, topics, sink, batch_records=batch_records,
+            batch_bytes=batch_bytes, linger_ms=linger_ms, priority=priority,
+            max_bytes_per_s=max_bytes_per_s,
+            retry_backoff_ms=retry_backoff_ms, max_retries=max_retries,
+            dead_letter_topic=dead_letter_topic, start=start)
+        self.batch_records, self.batch_bytes = batch_records, batch_bytes
+        self.linger_ms, self.priority = linger_ms, priority
+        self.max_bytes_per_s = max_bytes_per_s
+        self.retry_backoff_ms = tuple(retry_backoff_ms)
         self.max_retries = max_retries
-        if dead_letter_topic is not None:
-            check_topic_name(dead_letter_topic)
-            if dead_letter_topic in topics:
-                raise E.InvalidConfigError(
-                    f"dead_letter_topic {dead_letter_topic!r} is also a "
-                    "topic to forward: its records would come back to it")
-        if start not in ("earliest", "latest"):
-            raise E.InvalidConfigError(
-                f"start must be 'earliest' or 'latest', not {start!r}")
         known = set(log.topics())  # ClosedError for a closed log
         missing = [t for t in topics if t not in known]
         if missing:

@@ -61,6 +61,35 @@ def user_properties(r):
     return props
 
 
+def check_tls(tls):
+    """tls as MqttSink and MqttSource take it, or InvalidConfigError."""
+    if isinstance(tls, dict):
+        check_known(tls, TLS_KEYS, "tls option")
+    elif not (tls is None or isinstance(tls, (bool, ssl.SSLContext))):
+        raise InvalidConfigError(
+            "tls must be None, True, an ssl.SSLContext or a dict of "
+            f"tls_set() options, not {type(tls).__name__}")
+    return tls
+
+
+def apply_tls(client, tls, what):
+    """Set up TLS on a paho client: None (none), True (the system's CAs),
+    an ssl.SSLContext, or a dict of tls_set() options plus ``insecure``."""
+    try:
+        if tls is True:
+            client.tls_set()
+        elif isinstance(tls, ssl.SSLContext):
+            client.tls_set_context(tls)
+        elif isinstance(tls, dict):
+            opts = dict(tls)
+            insecure = opts.pop("insecure", False)
+            client.tls_set(**opts)
+            if insecure:
+                client.tls_insecure_set(True)
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        raise InvalidConfigError(f"{what} tls: {exc}") from None
+
+
 def _check_port(port):
     if isinstance(port, bool) or not isinstance(port, int) \
             or not 1 <= port <= 65535:
@@ -105,12 +134,7 @@ class MqttSink:
                                          f"not {type(v).__name__}")
         if password is not None and username is None:
             raise InvalidConfigError("password given without a username")
-        if isinstance(tls, dict):
-            check_known(tls, TLS_KEYS, "tls option")
-        elif not (tls is None or isinstance(tls, (bool, ssl.SSLContext))):
-            raise InvalidConfigError(
-                "tls must be None, True, an ssl.SSLContext or a dict of "
-                f"tls_set() options, not {type(tls).__name__}")
+        check_tls(tls)
         check_seconds(timeout, "timeout")
         check_seconds(keepalive, "keepalive")
         if isinstance(max_inflight, bool) or not isinstance(max_inflight, int) \
@@ -176,19 +200,7 @@ class MqttSink:
         c.max_queued_messages_set(0)
         if self.username is not None:
             c.username_pw_set(self.username, self._password)
-        try:
-            if self.tls is True:
-                c.tls_set()
-            elif isinstance(self.tls, ssl.SSLContext):
-                c.tls_set_context(self.tls)
-            elif isinstance(self.tls, dict):
-                opts = dict(self.tls)
-                insecure = opts.pop("insecure", False)
-                c.tls_set(**opts)
-                if insecure:
-                    c.tls_insecure_set(True)
-        except (ValueError, OSError, ssl.SSLError) as exc:
-            raise InvalidConfigError(f"MqttSink tls: {exc}") from None
+        apply_tls(c, self.tls, "MqttSink")
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
