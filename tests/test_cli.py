@@ -717,3 +717,26 @@ def test_demo_refuses_a_foreign_directory(tmp_path):
     assert b"not a pylog demo directory" in p.stderr
     assert b"Traceback" not in p.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_consume_follow_sees_another_process_appending(tmp_path):
+    """`consume --follow` on a live log: the writer (this process) holds
+    it; the command, in another process, prints what it appends."""
+    d = str(tmp_path / "log")
+    with pylog.open(d) as log:
+        t = log.topic("t")
+        t.append(b"before")
+        p = subprocess.Popen([sys.executable, "-m", "pylog", d, "consume",
+                              "t", "--follow", "--count", "4"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=ENV)
+        try:
+            assert p.stdout.readline() == b"before\n"
+            for i in range(3):
+                t.append(b"live-%d" % i)
+                assert p.stdout.readline() == b"live-%d\n" % i
+            assert p.wait(timeout=TIMEOUT) == 0, p.stderr.read().decode()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

@@ -455,3 +455,43 @@ def test_cross_process_wake_is_prompt(tmp_path):
         assert p.wait(timeout=30) == 0
     finally:
         p.kill()
+
+
+COMMITTER_SRC = textwrap.dedent('''
+    import sys
+    import pylog
+    with pylog.open(sys.argv[1], readonly=True) as log:
+        c = log.consumer("remote", "t")
+        n = 0
+        while n < int(sys.argv[2]):
+            n += len(c.poll(max_records=1000, timeout=5))
+        c.commit()
+        print(c.committed("t"), flush=True)
+''')
+
+
+def test_the_writer_honours_positions_another_process_committed(tmp_path):
+    """retain_until_consumed: segments stay until a reader process's group
+    commits past them, then go (the writer reads other processes'
+    positions every second)."""
+    path = tmp_path / "log"
+    with pylog.open(path) as log:
+        t = log.topic("t", segment_bytes=4096, retain_until_consumed=True)
+        for i in range(300):
+            t.append(b"%04d" % i * 25)
+        assert t.start_offset == 0  # nobody consumed: nothing goes
+        with pylog.open(path, readonly=True) as ro:  # registers the group
+            ro.consumer("remote", "t", start="earliest").close()
+        r = subprocess.run([sys.executable, "-c", COMMITTER_SRC, str(path),
+                            "200"], capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr.decode()
+        committed = int(r.stdout)
+        assert committed >= 200
+        deadline = time.monotonic() + 10
+        while t.start_offset == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            t.apply_retention()
+        assert 0 < t.start_offset <= committed
+        for i in range(50):  # and rolls keep honouring it
+            t.append(b"x" * 100)
+        assert t.start_offset <= committed
