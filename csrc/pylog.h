@@ -169,8 +169,9 @@ int64_t pl_topic_append_batch(pl_topic *t, int64_t n, const uint8_t *vals,
  * Stops early once the keys and values returned reach max_bytes (if > 0; at
  * least one record is returned). Returns the number of records (0 when
  * offset == end_offset) and sets *map_out to the map holding the bytes:
- * if it is `known`, no reference is taken; otherwise the caller receives a
- * new reference and must pl_map_unref() it.
+ * if it is pins[k] (maps the caller holds), *pin_out = k and no reference
+ * is taken; otherwise *pin_out = -1 and the caller receives a new
+ * reference and must pl_map_unref() it.
  * Errors: PL_ERANGE (offset < start or > end), PL_ECORRUPT (a batch failed
  * its checksum; records decoded before it are returned first), PL_ELOST
  * (offset lies in a lost range: meta[0] and meta[1] hold it, [from, to)),
@@ -186,8 +187,8 @@ int64_t pl_topic_append_batch(pl_topic *t, int64_t n, const uint8_t *vals,
 #define PL_M_HPOS 6
 #define PL_M_HLEN 7
 int pl_topic_read(pl_topic *t, int64_t offset, int max_records,
-                  int64_t max_bytes, int64_t *meta, pl_map *known,
-                  pl_map **map_out);
+                  int64_t max_bytes, int64_t *meta, pl_map *const *pins,
+                  int npins, int *pin_out, pl_map **map_out);
 
 /* Earliest offset whose timestamp is >= ts, or -PL_ENOTFOUND if none. */
 int64_t pl_topic_offset_for_time(pl_topic *t, int64_t ts);

@@ -322,11 +322,12 @@ static int decode_batch(pl_segment *s, const uint8_t *d, const pl_batch *b,
 }
 
 int pl_topic_read(pl_topic *t, int64_t offset, int max_records,
-                  int64_t max_bytes, int64_t *meta, pl_map *known,
-                  pl_map **map_out) {
+                  int64_t max_bytes, int64_t *meta, pl_map *const *pins,
+                  int npins, int *pin_out, pl_map **map_out) {
     int rc = 0, n = 0;
     view v = {0};
     *map_out = NULL;
+    *pin_out = -1;
     if (max_records < 1)
         return pl_err(PL_EINVAL, 0, "max_records must be >= 1");
     pthread_rwlock_rdlock(&t->slock);
@@ -389,7 +390,12 @@ int pl_topic_read(pl_topic *t, int64_t offset, int max_records,
     if (n > 0) {
         rc = 0; /* return what was read; the next call meets the error */
         *map_out = v.m;
-        if (v.m == known) pl_map_unref(v.m); /* the caller holds one */
+        for (int k = 0; k < npins; k++)
+            if (pins[k] == v.m) { /* the caller holds one reference */
+                *pin_out = k;
+                pl_map_unref(v.m);
+                break;
+            }
         v.m = NULL;
     }
 out:

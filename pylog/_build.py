@@ -90,8 +90,8 @@ int64_t pl_topic_append_batch(pl_topic *t, int64_t n, const uint8_t *vals,
                               const int64_t *klens, const uint8_t *hdrs,
                               const int64_t *hlens, const int64_t *ts);
 int pl_topic_read(pl_topic *t, int64_t offset, int max_records,
-                  int64_t max_bytes, int64_t *meta, pl_map *known,
-                  pl_map **map_out);
+                  int64_t max_bytes, int64_t *meta, pl_map *const *pins,
+                  int npins, int *pin_out, pl_map **map_out);
 int64_t pl_topic_offset_for_time(pl_topic *t, int64_t ts);
 int64_t pl_topic_start_offset(pl_topic *t);
 int64_t pl_topic_end_offset(pl_topic *t);

@@ -16,6 +16,7 @@ from ._records import Record, decode as _decode_records, frame as _frame
 
 ffi, lib = B.ffi, B.lib
 _append_value = lib.pl_topic_append_value
+_read = lib.pl_topic_read
 
 READ_CHUNK = 500       # records decoded per C call by read()
 PINS = 4               # segment maps a log keeps pinned for reads
@@ -118,52 +119,49 @@ def _timestamp(ts):
     return ts
 
 
-class Pins:
-    """The maps a log's reads decode from, pinned (PINS of them, most
-    recently used last) so that a read of a record in a recent map needs
-    no new memoryview. Dropping a pin lets the map go once no record view
-    uses it; maps the file cache evicted or whose segment is gone are
-    dropped first."""
+class Pins(threading.local):
+    """Per thread, the maps its reads decode from, pinned (PINS of them),
+    and its read buffers. The core matches the map of a read against the
+    pins (pl_topic_read), so a read of a record in a pinned map makes no
+    new memoryview and takes no reference. Dropping a pin lets the map go
+    once no record view uses it; a map the file cache evicted or whose
+    segment is gone is replaced first."""
 
     def __init__(self):
-        self._mu = threading.Lock()
-        self._maps = {}  # address -> (pl_map *, memoryview)
-        self.last = (B.NULL, None)  # the most recent; kept alive by _maps
+        self.arr = ffi.new("pl_map *[]", PINS)
+        self.views = [None] * PINS
+        self.next = 0
+        self.meta = ffi.new("int64_t[]", B.META * READ_CHUNK)
+        self.metaview = ffi.buffer(self.meta)
+        self.mapp = ffi.new("pl_map **")
+        self.which = ffi.new("int *")
 
-    def view_for(self, m):
+    def take(self, m):
         """The view of map m, which the core handed over with a new
-        reference."""
-        addr = int(ffi.cast("uintptr_t", m))
-        with self._mu:
-            hit = self._maps.get(addr)
-            if hit is not None:
-                lib.pl_map_unref(m)  # the pin holds a reference already
-                del self._maps[addr]  # re-inserted as the most recent
-            else:
-                hit = (m, B.pin(m))
-                self._drop_dead()
-            self._maps[addr] = hit
-            while len(self._maps) > PINS:
-                del self._maps[next(iter(self._maps))]
-            self.last = hit
-        return hit[1]
-
-    def _drop_dead(self):
-        for addr, (m, _) in list(self._maps.items()):
-            if lib.pl_map_dead(m):
-                del self._maps[addr]
-        if self.last[0] != B.NULL and \
-                int(ffi.cast("uintptr_t", self.last[0])) not in self._maps:
-            self.last = (B.NULL, None)
+        reference: pinned in a free or dead slot, else the next in turn."""
+        views, arr = self.views, self.arr
+        for i in range(PINS):
+            if views[i] is None or lib.pl_map_dead(arr[i]):
+                break
+        else:
+            i = self.next
+            self.next = (i + 1) % PINS
+        arr[i] = m
+        views[i] = v = B.pin(m)  # the old view goes: its reference too
+        return v
 
     def purge(self):
-        with self._mu:
-            self._drop_dead()
+        """Let go of maps of deleted segments (their disk space is freed
+        when the last map goes)."""
+        for i in range(PINS):
+            if self.views[i] is not None and lib.pl_map_dead(self.arr[i]):
+                self.arr[i] = B.NULL
+                self.views[i] = None
 
     def clear(self):
-        with self._mu:
-            self._maps.clear()
-            self.last = (B.NULL, None)
+        for i in range(PINS):
+            self.arr[i] = B.NULL
+            self.views[i] = None
 
 
 class Topic:
@@ -175,7 +173,7 @@ class Topic:
         self._h = handle
         self.config = dict(config)
         self._tls = threading.local()
-        self._pins = log._pins  # the log's recently read maps (Pins)
+        self._pins = log._pins  # per thread: pinned maps, read buffers
         self._ro = log.readonly
         self._closed = False
         self._watchers = set()  # Notifiers of consumers reading this topic
@@ -283,37 +281,25 @@ class Topic:
         B.check(lib.pl_topic_flush(self._h), f"topic {self.name!r}")
 
     # ---- reads -------------------------------------------------------------
-    def _buffers(self):
-        tls = self._tls
-        try:
-            return tls.meta, tls.mapp
-        except AttributeError:
-            tls.meta = ffi.new("int64_t[]", B.META * READ_CHUNK)
-            tls.mapp = ffi.new("pl_map **")
-            return tls.meta, tls.mapp
-
     def _fetch(self, offset, max_records, max_bytes=0):
         """Up to max_records records from offset (one segment at most)."""
-        meta, mapp = self._buffers()
-        pins = self._pins
-        known, view = pins.last
-        n = lib.pl_topic_read(self._h, offset, max_records, max_bytes, meta,
-                              known, mapp)
+        p = self._pins
+        n = lib.pl_topic_read(self._h, offset, max_records, max_bytes, p.meta,
+                              p.arr, PINS, p.which, p.mapp)
         if n <= 0:
             if n == 0:
                 return []
             if n == -lib.PL_ELOST:
-                gap = Gap(self.name, meta[0], meta[1], "lost")
+                gap = Gap(self.name, p.meta[0], p.meta[1], "lost")
                 raise E.DataLossError(
                     f"topic {self.name!r}: offsets [{gap.from_offset}, "
                     f"{gap.to_offset}) are lost (a power cut or a file "
                     f"removed by hand; reading offset {offset})", gap)
             raise self._fail(n)
-        m = mapp[0]
-        if m != known:
-            view = pins.view_for(m)
-        return _decode_records(ffi.buffer(meta, 8 * B.META * n), n, view,
-                               self.name, ZERO_COPY_MIN, decode_headers)
+        w = p.which[0]
+        view = p.views[w] if w >= 0 else p.take(p.mapp[0])
+        return _decode_records(p.metaview, n, view, self.name, ZERO_COPY_MIN,
+                               decode_headers)
 
     def get(self, offset):
         """The record at offset; OffsetOutOfRangeError if there is none."""
@@ -323,7 +309,15 @@ class Topic:
             self._check_open()
             raise E.OffsetOutOfRangeError(
                 f"offset {offset} of topic {self.name!r} is out of range")
-        recs = self._fetch(offset, 1)
+        # _fetch of one record, inline: get is a hot path
+        p = self._pins
+        n = _read(self._h, offset, 1, 0, p.meta, p.arr, PINS, p.which, p.mapp)
+        if n == 1:
+            w = p.which[0]
+            return _decode_records(
+                p.metaview, 1, p.views[w] if w >= 0 else p.take(p.mapp[0]),
+                self.name, ZERO_COPY_MIN, decode_headers)[0]
+        recs = self._fetch(offset, 1)  # the error, or a record just written
         if not recs:
             raise E.OffsetOutOfRangeError(
                 f"offset {offset} of topic {self.name!r} is not written yet "
