@@ -19,7 +19,7 @@ _append_value = lib.pl_topic_append_value
 _read = lib.pl_topic_read
 
 READ_CHUNK = 500       # records decoded per C call by read()
-PINS = 4               # segment maps a log keeps pinned for reads
+PINS = 16              # segment maps each reading thread keeps pinned
 ZERO_COPY_MIN = 1024   # values this large come back as views into the map
 FRAME_KEEP = 4 << 20   # append_batch keeps (per thread) a blob up to this size
 _NO_FRAME = (None, None, None, None)
@@ -124,8 +124,9 @@ class Pins(threading.local):
     and its read buffers. The core matches the map of a read against the
     pins (pl_topic_read), so a read of a record in a pinned map makes no
     new memoryview and takes no reference. Dropping a pin lets the map go
-    once no record view uses it; a map the file cache evicted or whose
-    segment is gone is replaced first."""
+    once no record view uses it; dead maps are dropped at the next read
+    that misses the pins, so a thread holds at most PINS maps beyond the
+    file cache's."""
 
     def __init__(self):
         self.arr = ffi.new("pl_map *[]", PINS)
@@ -138,21 +139,24 @@ class Pins(threading.local):
 
     def take(self, m):
         """The view of map m, which the core handed over with a new
-        reference: pinned in a free or dead slot, else the next in turn."""
-        views, arr = self.views, self.arr
+        reference: pinned in a free slot (dead maps are let go first),
+        else in the next slot in turn."""
+        self.purge()  # a miss: let go of every dead map now
+        views = self.views
         for i in range(PINS):
-            if views[i] is None or lib.pl_map_dead(arr[i]):
+            if views[i] is None:
                 break
         else:
             i = self.next
             self.next = (i + 1) % PINS
+        arr = self.arr
         arr[i] = m
         views[i] = v = B.pin(m)  # the old view goes: its reference too
         return v
 
     def purge(self):
-        """Let go of maps of deleted segments (their disk space is freed
-        when the last map goes)."""
+        """Let go of dead maps: those the file cache evicted or whose
+        segment is gone (its disk space is freed when the last map goes)."""
         for i in range(PINS):
             if self.views[i] is not None and lib.pl_map_dead(self.arr[i]):
                 self.arr[i] = B.NULL
