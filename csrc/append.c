@@ -116,7 +116,7 @@ int pl_roll_to(pl_topic *t, int64_t base, int64_t nrecords, int64_t then) {
         if (ip) pl_io_unlink(ip); /* none, or a stale one */
         free(ip);
     }
-    pl_cache_release_writer(t->cache, old);
+    pl_cache_sealed(t->cache, old);
     pthread_rwlock_wrlock(&t->slock);
     /* under slock: pl_topic_stats and readers look at these */
     old->idx_bytes = idx_bytes;

@@ -303,7 +303,7 @@ out:
     return m;
 }
 
-void pl_cache_release_writer(pl_cache *c, pl_segment *s) {
+void pl_cache_sealed(pl_cache *c, pl_segment *s) {
     pthread_mutex_lock(&c->mu);
     if (s->wmap) drop(c, &s->wmap_e);
     /* A read map made while the segment was active covers only what was

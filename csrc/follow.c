@@ -287,8 +287,9 @@ static int relist(pl_topic *t, int *grew) {
                 pl_seg_free(s);
                 goto out;
             }
-            /* its maps were of the growing file: map it anew, whole */
-            pl_cache_forget(t->cache, t->segs[t->nsegs - 2]);
+            /* its maps were of the growing file: map it anew, whole (a
+             * reader may be mapping it now: its descriptor stays then) */
+            pl_cache_sealed(t->cache, t->segs[t->nsegs - 2]);
         }
         *grew = 1;
         if ((rc = tail_scan(t, t->active, grew)) < 0) goto out;

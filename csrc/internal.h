@@ -293,8 +293,10 @@ pl_map *pl_cache_map_file(pl_cache *c, pl_segment *s, int64_t *size);
 /* The write window of the active segment s covering [pos, pos + len),
  * with a new reference (made if needed), or NULL with errno. */
 pl_map *pl_cache_wmap(pl_cache *c, pl_segment *s, int64_t pos, int64_t len);
-/* Close s's descriptor and drop its maps (s is being sealed). */
-void pl_cache_release_writer(pl_cache *c, pl_segment *s);
+/* s is being sealed: drop its maps (they cover the growing file) and
+ * close its descriptor unless a reader is using it (eviction closes it
+ * later). */
+void pl_cache_sealed(pl_cache *c, pl_segment *s);
 /* Drop every entry of s (s is being freed). */
 void pl_cache_forget(pl_cache *c, pl_segment *s);
 void pl_cache_ref(pl_cache *c);
