@@ -163,6 +163,15 @@ def pin(m):
     return memoryview(ffi.buffer(owner, n)).toreadonly()
 
 
+def address(cdata):
+    """The address a cffi pointer holds, as an int (for pylog._records)."""
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+# pl_topic_read, for pylog._records.Getter, which calls it without cffi
+READ_FN = address(ffi.addressof(lib, "pl_topic_read"))
+
+
 def xxh64(data, seed=0):
     """XXH64 computed by the C core (tests compare it with xxhash)."""
     data = bytes(data)

@@ -12,11 +12,10 @@ from array import array
 from . import _binding as B
 from . import _errors as E
 from ._errors import Gap
-from ._records import Record, decode as _decode_records, frame as _frame
+from ._records import Getter, Record, decode as _decode_records, frame as _frame
 
 ffi, lib = B.ffi, B.lib
 _append_value = lib.pl_topic_append_value
-_read = lib.pl_topic_read
 
 READ_CHUNK = 500       # records decoded per C call by read()
 PINS = 16              # segment maps each reading thread keeps pinned
@@ -136,6 +135,11 @@ class Pins(threading.local):
         self.metaview = ffi.buffer(self.meta)
         self.mapp = ffi.new("pl_map **")
         self.which = ffi.new("int *")
+        self.getter = Getter(
+            B.READ_FN, B.address(self.meta), B.address(self.arr), PINS,
+            B.address(self.which), B.address(self.mapp), self.views,
+            (self.meta, self.arr, self.which, self.mapp), ZERO_COPY_MIN,
+            decode_headers)
 
     def take(self, m):
         """The view of map m, which the core handed over with a new
@@ -175,6 +179,7 @@ class Topic:
         self._log = log
         self.name = name
         self._h = handle
+        self._addr = B.address(handle)  # for Getter.get
         self.config = dict(config)
         self._tls = threading.local()
         self._pins = log._pins  # per thread: pinned maps, read buffers
@@ -293,34 +298,48 @@ class Topic:
         if n <= 0:
             if n == 0:
                 return []
-            if n == -lib.PL_ELOST:
-                gap = Gap(self.name, p.meta[0], p.meta[1], "lost")
-                raise E.DataLossError(
-                    f"topic {self.name!r}: offsets [{gap.from_offset}, "
-                    f"{gap.to_offset}) are lost (a power cut or a file "
-                    f"removed by hand; reading offset {offset})", gap)
-            raise self._fail(n)
+            raise self._read_error(n, offset)
         w = p.which[0]
         view = p.views[w] if w >= 0 else p.take(p.mapp[0])
         return _decode_records(p.metaview, n, view, self.name, ZERO_COPY_MIN,
                                decode_headers)
 
+    def _read_error(self, n, offset):
+        """The exception for pl_topic_read's error code n."""
+        if n == -lib.PL_ELOST:
+            p = self._pins
+            gap = Gap(self.name, p.meta[0], p.meta[1], "lost")
+            return E.DataLossError(
+                f"topic {self.name!r}: offsets [{gap.from_offset}, "
+                f"{gap.to_offset}) are lost (a power cut or a file "
+                f"removed by hand; reading offset {offset})", gap)
+        return self._fail(n)
+
     def get(self, offset):
         """The record at offset; OffsetOutOfRangeError if there is none."""
+        r = self._pins.getter.get(self._addr, offset, self.name)
+        if r.__class__ is not int:  # a Record, from a pinned map
+            return r
+        return self._get(offset, r)
+
+    def _get(self, offset, n):
+        """get, where Getter.get returned n: 1 if it read the record from a
+        map not pinned yet, < 0 the read's error; 0 if there was no record
+        or the offset is not an int within int64 (then it is read again
+        here: a record may have been written since)."""
+        p = self._pins
+        if n == 1:
+            return _decode_records(p.metaview, 1, p.take(p.mapp[0]),
+                                   self.name, ZERO_COPY_MIN,
+                                   decode_headers)[0]
+        if n < 0:  # not read again: that could hide a transient error
+            raise self._read_error(n, offset)
         if type(offset) is not int:
             offset = _offset(offset)
         if not _I64_MIN <= offset <= _I64_MAX:  # beyond int64_t: no record
             self._check_open()
             raise E.OffsetOutOfRangeError(
                 f"offset {offset} of topic {self.name!r} is out of range")
-        # _fetch of one record, inline: get is a hot path
-        p = self._pins
-        n = _read(self._h, offset, 1, 0, p.meta, p.arr, PINS, p.which, p.mapp)
-        if n == 1:
-            w = p.which[0]
-            return _decode_records(
-                p.metaview, 1, p.views[w] if w >= 0 else p.take(p.mapp[0]),
-                self.name, ZERO_COPY_MIN, decode_headers)[0]
         recs = self._fetch(offset, 1)  # the error, or a record just written
         if not recs:
             raise E.OffsetOutOfRangeError(
@@ -474,6 +493,7 @@ class Topic:
 
     def _reopen(self, handle, config):
         self._h = handle
+        self._addr = B.address(handle)  # for Getter.get
         self.config = dict(config)
         self._closed = False
         for n in self._watchers:

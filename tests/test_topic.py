@@ -365,6 +365,27 @@ def test_bool_and_float_offsets_raise_type_error(topic, bad):
             topic.offset_for_time(bad)
 
 
+def test_get_takes_int_subclasses_and_reads_past_its_pinned_maps(tmp_path):
+    """get's one-call path takes exact ints; an int subclass, and a record
+    in a segment not pinned yet, take the general path with the same
+    result. 40 segments > the 16 maps a thread pins, read in turn twice."""
+    class Off(int):
+        pass
+
+    with pylog.open(tmp_path / "log") as log:
+        t = log.topic("t", segment_bytes=1024)
+        want = [b"%04d" % i + b"x" * 96 for i in range(400)]
+        for v in want:
+            t.append(v)
+        assert len(segment_files(tmp_path / "log", "t")) >= 40
+        for _ in range(2):
+            for off in range(0, 400, 7):
+                assert t.get(off).value == want[off]
+                r = t.get(Off(off))
+                assert (r.offset, r.value) == (off, want[off])
+                assert type(r.offset) is int
+
+
 def test_small_values_are_bytes(topic):
     topic.append(b"s" * 1023)
     assert type(topic.get(0).value) is bytes
