@@ -32,8 +32,9 @@
 
 #include "internal.h"
 
-#define PL_CACHE_MAX_MAPS 8192 /* well under vm.max_map_count (65530) */
-#define WINDOW_MIN (64 * 1024)
+#define PL_CACHE_MAX_MAPS 32768 /* half of vm.max_map_count (65530) */
+#define BUDGET_MIN (64 * 1024)
+#define WINDOW_MIN PL_GROW_ALIGN
 #define WINDOW_MAX (1024 * 1024)
 
 struct pl_cache {
@@ -47,9 +48,9 @@ struct pl_cache {
 };
 
 int pl_cache_new(int64_t max_files, int64_t max_map_bytes, pl_cache **out) {
-    if (max_files < 1 || max_map_bytes < WINDOW_MIN)
+    if (max_files < 1 || max_map_bytes < BUDGET_MIN)
         return pl_err(PL_EINVAL, 0, "max_open_files must be >= 1 and "
-                      "max_map_bytes >= %d", WINDOW_MIN);
+                      "max_map_bytes >= %d", BUDGET_MIN);
     pl_cache *c = calloc(1, sizeof *c);
     if (!c) return pl_err(PL_ENOMEM, 0, "out of memory");
     pthread_mutex_init(&c->mu, NULL);

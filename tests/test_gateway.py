@@ -180,6 +180,30 @@ def test_ten_thousand_topics_under_1024_descriptors(tmp_path):
         GROW_STEP + 4 * BLOCK), found
 
 
+def test_write_windows_shrink_to_fit_every_topic_in_the_map_budget(tmp_path):
+    # 200 topics under a 2 MiB map budget: a 64 KiB window each would need
+    # 12.5 MiB, and round-robin appends would evict and remake a window
+    # (and reopen a descriptor) on every append. Windows sized to a share
+    # of the budget keep one mapped per topic.
+    n, rounds, budget = 200, 20, 2 << 20
+    with pylog.open(str(tmp_path / "log"), max_map_bytes=budget,
+                    max_open_files=16) as log:
+        topics = [log.topic(f"t{i}") for i in range(n)]
+        for t in topics:
+            t.append(b"first")
+        made = log.stats()["maps_made"]
+        for r in range(rounds):
+            for i, t in enumerate(topics):
+                t.append(b"%d/%d" % (i, r))
+        st = log.stats()
+        assert st["map_bytes"] <= budget and st["open_files"] <= 16, st
+        # ~20 records of ~60 bytes fit the first 4 KiB window of each topic
+        assert st["maps_made"] - made <= n // 10, st
+        for i, t in enumerate(topics):
+            assert [bytes(r.value) for r in t.read(1)] == [
+                b"%d/%d" % (i, r) for r in range(rounds)]
+
+
 # ---- zero-copy views held across map evictions ------------------------------
 def big_value(i):
     h = hashlib.blake2b(b"big-%d" % i).digest()
