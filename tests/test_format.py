@@ -1175,7 +1175,17 @@ def test_a_close_syncs_in_every_sync_mode(tmp_path):
         t = log.topic("t")
         assert not os.path.exists(os.path.join(d, IDX0))
         assert values(t) == [b"hi"]
-        assert slot_of(tmp_path).seq == 2  # not clean: scanned, synced
+        # Scanned; in sync="none" nothing lost leaves the syncs, and the
+        # checkpoint, to the next sync round (§9.1 step 9).
+        assert slot_of(tmp_path) == parse_slot(golden_slot(GOLDEN_SLOT_OPEN))
+        assert t.durable_offset == 0
+        log.flush()
+        assert slot_of(tmp_path).seq == 2
+        assert t.durable_offset == 1
+    with pylog.open(tmp_path, sync="interval") as log:
+        # not clean (the flush above was no close): scanned and synced
+        assert log.topic("t").durable_offset == 1
+        assert slot_of(tmp_path).seq == 3
 
 
 def test_a_topic_that_failed_an_fsync_closes_without_touching_files(tmp_path):
@@ -1445,8 +1455,9 @@ def test_a_clean_close_is_trusted_without_a_scan(tmp_path, how):
 # ---- §9.1, §9.2: recovery ---------------------------------------------------
 def test_a_process_crash_leaves_the_allocation_and_no_clean_slot(tmp_path):
     """A process that dies leaves the active segment at its growth step
-    and the checkpoint of its open; the next open verifies from there,
-    cuts the zeros (not counted), syncs and writes the checkpoint."""
+    and the checkpoint of its open; the next open verifies from there and
+    cuts the zeros (not counted); in sync="none", with nothing lost, the
+    next sync round syncs and writes the checkpoint."""
     crash(tmp_path, """
         t = log.topic("t")
         t.append(b"hi", key=b"k", headers=[("u", b"C")], timestamp=%d)
@@ -1461,9 +1472,12 @@ def test_a_process_crash_leaves_the_allocation_and_no_clean_slot(tmp_path):
     assert slot_of(tmp_path) == parse_slot(golden_slot(GOLDEN_SLOT_OPEN))
     with pylog.open(tmp_path) as log:
         t = log.topic("t")
-        assert (t.end_offset, t.durable_offset) == (1, 1)
+        assert (t.end_offset, t.durable_offset) == (1, 0)
         assert t.stats()["truncated_bytes"] == 0
         assert read(path) == GOLDEN_ONE  # the zeros were cut
+        assert slot_of(tmp_path) == parse_slot(golden_slot(GOLDEN_SLOT_OPEN))
+        log.flush()
+        assert t.durable_offset == 1
         assert slot_of(tmp_path) == Slot(seq=2, durable=1, dseg=0, dpos=111,
                                          end=1)
     assert read(path) == GOLDEN_ONE
