@@ -28,6 +28,12 @@
  *       when an item is not exactly bytes (the caller converts and reports
  *       errors).
  *
+ *   weigh(records) -> int
+ *       What a sequence of Records weighs for a forwarder's budgets and
+ *       stats: len() of keys, values, header names and header values (the
+ *       loop pylog.forward._sink.batch_bytes ran in Python, 0.16 us a
+ *       record).
+ *
  *   Getter(read_fn, meta, pins, npins, which, mapp, views, keep,
  *          zero_copy_min, decode_headers).get(topic_handle, offset, name)
  *       Topic.get in one call: pl_topic_read (reached through the function
@@ -538,6 +544,85 @@ static PyObject *records_frame(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", blob, lens);
 }
 
+/* ---- weigh ------------------------------------------------------------------ */
+
+/* len(obj) added to *n; -1 with an exception set on failure. */
+static int add_len(PyObject *obj, long long *n) {
+    Py_ssize_t len = PyBytes_CheckExact(obj) ? PyBytes_GET_SIZE(obj)
+                                             : PyObject_Size(obj);
+    if (len < 0) return -1;
+    *n += len;
+    return 0;
+}
+
+/* The weight of one header block: len(name) + len(value) per pair, a None
+ * value weighing nothing. */
+static int add_headers(PyObject *h, long long *n) {
+    PyObject *seq = PySequence_Fast(h, "Record headers must be a sequence");
+    if (!seq) return -1;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t j = 0; j < m; j++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(seq, j);
+        Py_INCREF(pair);
+        PyObject *kv = PySequence_Fast(pair, "a header must be a pair");
+        int rc = -1;
+        if (kv && PySequence_Fast_GET_SIZE(kv) == 2) {
+            PyObject *v = PySequence_Fast_GET_ITEM(kv, 1);
+            rc = add_len(PySequence_Fast_GET_ITEM(kv, 0), n);
+            if (rc == 0 && v != Py_None)
+                rc = add_len(v, n);
+        } else if (kv) {
+            PyErr_SetString(PyExc_TypeError, "a header must be a pair");
+        }
+        Py_XDECREF(kv);
+        Py_DECREF(pair);
+        if (rc < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* weigh(records) -> int: what records weigh for a forwarder's budgets and
+ * stats (pylog.forward._sink.batch_bytes): keys, values, header names and
+ * values. TypeError for an item that is not a Record. */
+static PyObject *records_weigh(PyObject *self, PyObject *arg) {
+    (void)self;
+    PyObject *seq = PySequence_Fast(arg, "weigh() needs a sequence");
+    if (!seq) return NULL;
+    long long n = 0;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyObject_TypeCheck(item, &RecordType)) {
+            PyErr_Format(PyExc_TypeError, "weigh() needs Records, not %.100s",
+                         Py_TYPE(item)->tp_name);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        /* Fields are read-only, but a size of a Python-made field may run
+         * code that empties the list: hold the Record meanwhile. */
+        Py_INCREF(item);
+        Record *r = (Record *)item;
+        int rc = add_len(r->value, &n);
+        if (rc == 0 && r->key != Py_None)
+            rc = add_len(r->key, &n);
+        if (rc == 0 && r->headers != Py_None) {
+            int full = PyObject_IsTrue(r->headers);
+            rc = full < 0 ? -1 : full ? add_headers(r->headers, &n) : 0;
+        }
+        Py_DECREF(item);
+        if (rc < 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    return PyLong_FromLongLong(n);
+}
+
 /* ---- module ---------------------------------------------------------------- */
 
 static PyMethodDef records_methods[] = {
@@ -548,6 +633,9 @@ static PyMethodDef records_methods[] = {
      "frame(values, blob, lens) -> (blob, lens): a list or tuple of bytes "
      "joined into blob and its int64 lengths into lens (bytearrays, reused "
      "when large enough, else new), or None if an item is not bytes"},
+    {"weigh", records_weigh, METH_O,
+     "weigh(records) -> int: keys, values, header names and values of a "
+     "sequence of Records"},
     {NULL, NULL, 0, NULL},
 };
 
