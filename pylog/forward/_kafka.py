@@ -19,7 +19,10 @@
   invalid record or topic) is reported with RejectedError, the others of
   the send being confirmed; a fatal producer error makes a new producer.
 """
+import collections
+import itertools
 import logging
+import operator
 import threading
 import time
 
@@ -155,8 +158,11 @@ class KafkaSink:
             p.flush(0)
 
     def _prepare(self, records):
-        """The produce() arguments of records."""
+        """The produce() arguments of records, all positional (topic, value,
+        key, partition, callback, on_delivery, timestamp, headers): keyword
+        arguments cost produce() about 0.4 us a record more."""
         render, dests, out = self.template.render, {}, []
+        put = out.append
         for r in records:
             dest = dests.get(r.topic)
             if dest is None:
@@ -165,8 +171,8 @@ class KafkaSink:
             if type(value) is not bytes:
                 value = bytes(value)
             h = r.headers
-            out.append((dest, value, r.key, list(h) if h else None,
-                        r.timestamp))
+            put((dest, value, r.key, -1, None, None, r.timestamp,
+                 list(h) if h else None))
         return out
 
     def send(self, records):
@@ -184,27 +190,25 @@ class KafkaSink:
         status = [True] * len(records)
         failed = self._failed = []
         produce = p.produce
-        done = 0  # records handed to produce() (or refused by it)
-        for i, (dest, value, key, headers, ts) in enumerate(msgs):
-            while not self._interrupted.is_set():
-                try:
-                    if headers is None:
-                        produce(dest, value, key, timestamp=ts)
-                    else:
-                        produce(dest, value, key, headers=headers,
-                                timestamp=ts)
-                except BufferError:  # the local queue is full: let it drain
-                    p.poll(WAIT_SLICE_S)
-                    continue
-                except self._ck.KafkaException as exc:
-                    status[i] = exc.args[0]  # e.g. larger than message.max.bytes
-                except (TypeError, ValueError) as exc:
-                    status[i] = exc
-                done = i + 1
+        n = len(msgs)
+        it = iter(msgs)
+        while True:
+            # produce() over the whole list in C (starmap drained by a
+            # deque); an exception leaves `it` right after the record that
+            # raised it, its index n - length_hint(it) - 1.
+            try:
+                collections.deque(itertools.starmap(produce, it), 0)
                 break
-            if done <= i:  # interrupted: the rest was never sent
-                status[i:] = [None] * (len(msgs) - i)
-                break
+            except BufferError:  # the local queue is full: let it drain
+                i = n - operator.length_hint(it) - 1
+                if not self._produce_one(p, msgs[i], status, i):
+                    status[i:] = [None] * (n - i)  # interrupted: never sent
+                    break
+            except self._ck.KafkaException as exc:
+                # e.g. larger than message.max.bytes
+                status[n - operator.length_hint(it) - 1] = exc.args[0]
+            except (TypeError, ValueError) as exc:
+                status[n - operator.length_hint(it) - 1] = exc
         deadline = time.monotonic() + self.delivery_timeout
         purged = None
         while p.flush(WAIT_SLICE_S) > 0:
@@ -222,13 +226,29 @@ class KafkaSink:
             self._name_failures(msgs, status, failed)
         return self._outcome(p, records, status, purged)
 
+    def _produce_one(self, p, args, status, i):
+        """produce() one record, letting a full queue drain; False if
+        interrupted before it was taken."""
+        while not self._interrupted.is_set():
+            try:
+                p.produce(*args)
+            except BufferError:
+                p.poll(WAIT_SLICE_S)
+                continue
+            except self._ck.KafkaException as exc:
+                status[i] = exc.args[0]
+            except (TypeError, ValueError) as exc:
+                status[i] = exc
+            return True
+        return False
+
     @staticmethod
     def _name_failures(msgs, status, failed):
         """Put each failure report on the record it is about (the first
         one not yet named with the same topic, key and value: records
         alike in all three are alike upstream too)."""
         where = {}
-        for i, (dest, value, key, _, _) in enumerate(msgs):
+        for i, (dest, value, key, *_) in enumerate(msgs):
             if status[i] is True:
                 where.setdefault((dest, key, value), []).append(i)
         for err, msg in failed:
