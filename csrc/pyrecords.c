@@ -32,7 +32,8 @@
  *       What a sequence of Records weighs for a forwarder's budgets and
  *       stats: len() of keys, values, header names and header values (the
  *       loop pylog.forward._sink.batch_bytes ran in Python, 0.16 us a
- *       record).
+ *       record). weigh_kv(records): keys and values only, what a
+ *       poll's max_bytes counts.
  *
  *   Getter(read_fn, meta, pins, npins, which, mapp, views, keep,
  *          zero_copy_min, decode_headers).get(topic_handle, offset, name)
@@ -585,11 +586,9 @@ static int add_headers(PyObject *h, long long *n) {
     return 0;
 }
 
-/* weigh(records) -> int: what records weigh for a forwarder's budgets and
- * stats (pylog.forward._sink.batch_bytes): keys, values, header names and
- * values. TypeError for an item that is not a Record. */
-static PyObject *records_weigh(PyObject *self, PyObject *arg) {
-    (void)self;
+/* What records weigh: len() of values and keys, and with headers != 0 of
+ * header names and values too. */
+static PyObject *weigh_records(PyObject *arg, int headers) {
     PyObject *seq = PySequence_Fast(arg, "weigh() needs a sequence");
     if (!seq) return NULL;
     long long n = 0;
@@ -609,7 +608,7 @@ static PyObject *records_weigh(PyObject *self, PyObject *arg) {
         int rc = add_len(r->value, &n);
         if (rc == 0 && r->key != Py_None)
             rc = add_len(r->key, &n);
-        if (rc == 0 && r->headers != Py_None) {
+        if (rc == 0 && headers && r->headers != Py_None) {
             int full = PyObject_IsTrue(r->headers);
             rc = full < 0 ? -1 : full ? add_headers(r->headers, &n) : 0;
         }
@@ -621,6 +620,21 @@ static PyObject *records_weigh(PyObject *self, PyObject *arg) {
     }
     Py_DECREF(seq);
     return PyLong_FromLongLong(n);
+}
+
+/* weigh(records) -> int: what records weigh for a forwarder's budgets and
+ * stats (pylog.forward._sink.batch_bytes): keys, values, header names and
+ * values. TypeError for an item that is not a Record. */
+static PyObject *records_weigh(PyObject *self, PyObject *arg) {
+    (void)self;
+    return weigh_records(arg, 1);
+}
+
+/* weigh_kv(records) -> int: values and keys only, what poll's max_bytes
+ * counts. */
+static PyObject *records_weigh_kv(PyObject *self, PyObject *arg) {
+    (void)self;
+    return weigh_records(arg, 0);
 }
 
 /* ---- module ---------------------------------------------------------------- */
@@ -636,6 +650,8 @@ static PyMethodDef records_methods[] = {
     {"weigh", records_weigh, METH_O,
      "weigh(records) -> int: keys, values, header names and values of a "
      "sequence of Records"},
+    {"weigh_kv", records_weigh_kv, METH_O,
+     "weigh_kv(records) -> int: keys and values of a sequence of Records"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -9,6 +9,7 @@ import time
 from . import _errors as E
 from ._errors import Gap
 from ._groups import check_group_name
+from ._records import weigh_kv as _weigh_kv
 from ._topic import READ_CHUNK, _offset
 
 
@@ -182,8 +183,7 @@ class Consumer:
             if len(out) >= min_records:  # (min_records <= max_records)
                 return self._polled(out)
             if recs and bytes_left is not None:  # only to read on
-                bytes_left -= sum(len(r.value) + len(r.key or b"")
-                                  for r in recs)
+                bytes_left -= _weigh_kv(recs)
                 if bytes_left <= 0:
                     return self._polled(out)
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -235,8 +235,7 @@ class Consumer:
                 budget -= len(recs)
                 pos = recs[-1].offset + 1
                 if bytes_left is not None:
-                    bytes_left -= sum(len(r.value) + len(r.key or b"")
-                                      for r in recs)
+                    bytes_left -= _weigh_kv(recs)
             self._pos[t.name] = pos
             if budget <= 0 or (bytes_left is not None and bytes_left <= 0):
                 break
