@@ -132,6 +132,83 @@ def test_a_position_is_committed_only_after_the_sink_returns(tmp_path):
             assert log.groups()["fw"] == {"t": 50}
 
 
+class TwoHalfSink(Sink):
+    """A sink with begin(records) -> finish(): begin records the call,
+    finish(), once the test lets it, confirms or raises as send would."""
+
+    def __init__(self, before=None, gate=None):
+        super().__init__(before)
+        self.gate = gate      # an Event finish() waits for, or None
+        self.begun = []       # offsets handed to begin, as they came
+        self.finished = 0
+
+    def begin(self, records):
+        self.begun.append([r.offset for r in records])
+
+        def finish():
+            if self.gate is not None:
+                assert self.gate.wait(30)
+            self.finished += 1
+            self.send(records)
+        return finish
+
+
+def test_a_sink_in_two_halves_gets_the_next_batch_after_the_commit(tmp_path):
+    gate = threading.Event()
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        fill(t, 1000)
+        sink = TwoHalfSink(gate=gate)
+        with log.forwarder("fw", "t", sink, batch_records=100) as fw:
+            assert wait_until(lambda: sink.begun, 10)
+            time.sleep(0.1)
+            # the next batch was polled while the first is unconfirmed,
+            # but neither sent nor committed
+            assert sink.begun == [list(range(100))]
+            assert fw._consumer.position("t") == 200
+            assert log.groups()["fw"] == {"t": 0}
+            gate.set()
+            assert fw.flush(10)
+        assert sink.offsets("t") == list(range(1000))
+        assert [b[0] for b in sink.begun] == list(range(0, 1000, 100))
+        assert sink.finished == 10 and log.groups()["fw"] == {"t": 1000}
+
+
+def test_a_sink_in_two_halves_retries_before_the_batch_read_ahead(tmp_path):
+    def before(records, n):
+        if n == 0:
+            raise RetryableError("half", records=records[50:])
+
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        fill(t, 300)
+        sink = TwoHalfSink(before)
+        with log.forwarder("fw", "t", sink, batch_records=100,
+                           **FAST) as fw:
+            assert fw.flush(10)
+        # the retry (by send) goes before the batch read ahead
+        assert [(c[0][1], len(c)) for c in sink.calls] == [
+            (0, 100), (50, 50), (100, 100), (200, 100)]
+        assert sink.offsets("t") == list(range(300))
+
+
+def test_a_stop_drops_the_batch_read_ahead_uncommitted(tmp_path):
+    gate = threading.Event()
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        fill(t, 300)
+        sink = TwoHalfSink(gate=gate)
+        fw = log.forwarder("fw", "t", sink, batch_records=100).start()
+        assert wait_until(lambda: sink.begun, 10)
+        threading.Timer(0.2, gate.set).start()
+        fw.stop()
+        assert log.groups()["fw"] == {"t": 100}
+        sink2 = Sink()
+        with log.forwarder("fw", "t", sink2) as fw2:
+            assert fw2.flush(10)
+        assert sink2.offsets("t") == list(range(100, 300))
+
+
 def test_start_latest_forwards_only_new_records(tmp_path):
     with pylog.open(tmp_path) as log:
         t = log.topic("t")

@@ -20,6 +20,11 @@ One background thread runs the loop::
   duplicates of a retry are set aside).
 - A batch is sent when it holds batch_records records or batch_bytes bytes
   (keys + values), or linger_ms after its first record was polled.
+- A sink with ``begin(records) -> finish()`` (send in two halves) gets
+  the next batch polled, without waiting, between the two: the log read
+  overlaps the upstream's work. That batch is sent only after the current
+  one is committed, so the crash bound above holds, and a retry of the
+  current batch still goes first.
 - One thread polls, sends and commits, in that order. (A second thread
   polling and encoding the next batch while the first waited for its
   upstream made every sink slower in bench/forward.py: both threads run
@@ -36,6 +41,7 @@ import time
 
 from .. import _errors as E
 from .._groups import check_group_name
+from .._records import weigh_kv as _weigh_kv
 from ._budget import Budget, check_rate
 from ._errors import (ForwarderError, ForwarderFailedError, RejectedError,
                       RetryableError)
@@ -188,6 +194,10 @@ class Forwarder:
         self._in_flight = 0
         self._last_error = None
         self._last_success_ms = None
+        # begin(records) -> finish(): a sink's send in two halves (optional)
+        begin = getattr(sink, "begin", None)
+        self._begin = begin if callable(begin) else None
+        self._ahead_error = None
         # Raises GroupInUseError (a consumer or forwarder of this name is
         # open) before anything is written.
         self._registry._add(self, lambda: log.consumer(name, topics,
@@ -397,28 +407,35 @@ class Forwarder:
     def _run(self):
         """Poll a batch, send it, commit it; until stop() or a failure."""
         c = self._consumer
+        ahead = None
         try:
             while not self._stopping.is_set():
-                batch = self._next_batch()
+                batch = self._next_batch(ahead)
+                ahead = None
                 if batch:
                     positions = {t.name: c.position(t.name)
                                  for t in self._topics}
-                    self._deliver(batch, positions)
+                    ahead = self._deliver(batch, positions)
         except _Failure as f:
             self._fail(f.error)
         except BaseException as exc:  # noqa: BLE001 - the thread's end
             self._fail(exc)
 
-    def _next_batch(self):
-        """Poll a batch: wait for a first record, then linger for more."""
+    def _next_batch(self, ahead=None):
+        """Poll a batch: wait for a first record, then linger for more.
+        ahead: (records, monotonic time) polled while the previous batch
+        was on its way, the start of this one."""
         c = self._consumer
-        recs = c.poll(max_records=self.batch_records,
-                      max_bytes=self.batch_bytes, timeout=IDLE_POLL_S)
-        if recs and self.linger_ms:
+        if ahead is not None:
+            recs, polled = ahead
+        else:
+            recs = c.poll(max_records=self.batch_records,
+                          max_bytes=self.batch_bytes, timeout=IDLE_POLL_S)
+            polled = time.monotonic()
+        if recs and self.linger_ms and len(recs) < self.batch_records:
             n = len(recs)
-            room = self.batch_bytes - sum(
-                len(r.value) + len(r.key or b"") for r in recs)
-            deadline = time.monotonic() + self.linger_ms / 1000.0
+            room = self.batch_bytes - _weigh_kv(recs)
+            deadline = polled + self.linger_ms / 1000.0
             while n < self.batch_records and room > 0:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._flushes or self._stopping.is_set():
@@ -430,19 +447,34 @@ class Forwarder:
                 if more:
                     recs.extend(more)
                     n += len(more)
-                    room -= sum(len(r.value) + len(r.key or b"")
-                                for r in more)
+                    room -= _weigh_kv(more)
         if self._stopping.is_set():
             return None  # not sent, not committed: the next run sends it
         return recs
 
+    def _poll_ahead(self):
+        """The start of the next batch, polled without waiting while the
+        sink's upstream works on the current one: (records, time) or None.
+        An error is kept for after the current batch is committed."""
+        try:
+            recs = self._consumer.poll(max_records=self.batch_records,
+                                       max_bytes=self.batch_bytes,
+                                       timeout=0)
+        except Exception as exc:  # noqa: BLE001 - raised after the commit
+            self._ahead_error = exc
+            return None
+        return (recs, time.monotonic()) if recs else None
+
     def _deliver(self, batch, positions):
         """Send a batch until every record is confirmed or refused (or the
         forwarder stops), then commit: positions, lowered to the first
-        record of each topic that is neither."""
+        record of each topic that is neither. Returns what _poll_ahead
+        read (None if it did not run)."""
         parts = collections.deque([batch])
         pending = None  # made at the first trouble: {key: unconfirmed record}
         attempt = 0
+        begin = self._begin  # for the first send of the whole batch
+        ahead = None
         self._in_flight = len(batch)
         try:
             while parts:
@@ -453,7 +485,14 @@ class Forwarder:
                 if not self._acquire(size):
                     break
                 try:
-                    self.sink.send(part)
+                    if begin is not None:
+                        # The sink's upstream works on the batch while
+                        # this thread polls the next one.
+                        finish, begin = begin(part), None
+                        ahead = self._poll_ahead()
+                        finish()
+                    else:
+                        self.sink.send(part)
                 except RetryableError as exc:
                     pending = self._pending(pending, batch)
                     left = self._subset(part, exc.records)
@@ -491,6 +530,10 @@ class Forwarder:
         finally:
             self._in_flight = 0
         self._commit(positions, self._left(pending, parts))
+        if self._ahead_error is not None:
+            exc, self._ahead_error = self._ahead_error, None
+            raise exc
+        return ahead
 
     @staticmethod
     def _pending(pending, batch):

@@ -20,6 +20,7 @@
   of its own: the forwarder's backoff does them.
 """
 import binascii
+import http.client
 import json
 import ssl
 import threading
@@ -75,6 +76,16 @@ def ndjson_py(records):
         put(_b64(r.value, newline=False))
         put(b'"}\n')
     return b"".join(out)
+
+
+def _done():
+    pass
+
+
+def pool_path(url):
+    """The request target of url: its path and query."""
+    parts = urllib.parse.urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 try:
@@ -201,6 +212,56 @@ class HttpSink:
         if refused:
             raise RejectedError(str(why), records=refused, isolate=isolate)
 
+    def begin(self, records):
+        """send in two halves (see the forwarder): an NDJSON batch to a URL
+        without {topic} is one POST; its request goes out now and the
+        returned finish() reads the answer, as send would. Anything else
+        is sent whole here, finish() having nothing left to do."""
+        if self.format != "ndjson" or self.template.static is None:
+            self.send(records)
+            return _done
+        self._interrupted.clear()
+        url = self.template.static
+        headers = ({**self.headers, **NDJSON_HEADERS} if self.headers
+                   else NDJSON_HEADERS)
+        body = ndjson(records)
+        # What urllib3's urlopen turns into its own errors, and those.
+        failures = (self._u3.exceptions.HTTPError, OSError,
+                    http.client.HTTPException)
+        try:
+            pool = self._pool.connection_from_url(url)
+            conn = pool._get_conn()
+        except failures as exc:
+            raise RetryableError(f"POST {url}: {self._reason(exc)}") from None
+        try:
+            conn.timeout = self.timeout
+            try:
+                conn.request("POST", pool_path(url), body=body,
+                             headers=headers)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server may have answered already: read it
+        except BaseException as exc:
+            conn.close()
+            pool._put_conn(conn)
+            if isinstance(exc, failures):
+                raise RetryableError(
+                    f"POST {url}: {self._reason(exc)}") from None
+            raise
+
+        def finish():
+            try:
+                resp = conn.getresponse()
+            except BaseException as exc:
+                conn.close()
+                if isinstance(exc, failures):
+                    raise RetryableError(
+                        f"POST {url}: {self._reason(exc)}") from None
+                raise
+            finally:
+                pool._put_conn(conn)
+            self._answer(url, resp, len(records))
+        return finish
+
     @staticmethod
     def _raw_headers(r):
         h = {"Content-Type": "application/octet-stream",
@@ -226,6 +287,11 @@ class HttpSink:
         except (self._u3.exceptions.HTTPError, OSError) as exc:
             raise RetryableError(
                 f"POST {url}: {self._reason(exc)}") from None
+        self._answer(url, resp, n)
+
+    @staticmethod
+    def _answer(url, resp, n):
+        """Return for a 2xx, else raise RetryableError or RejectedError."""
         status = resp.status
         if 200 <= status < 300:
             return

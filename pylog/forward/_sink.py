@@ -10,7 +10,11 @@ forwarder's thread only. Optional methods, used when present:
   now (the command line calls it before it starts);
 - ``interrupt()``: make a blocked ``send`` return soon by raising
   RetryableError (``Forwarder.stop`` calls it once its timeout is over);
-- ``close()``: release connections (called once, when the forwarder stops).
+- ``close()``: release connections (called once, when the forwarder stops);
+- ``begin(records)``: send in two halves, returning ``finish()``, which
+  returns or raises as ``send`` would; the forwarder calls it once,
+  before any other call of the sink, having polled its next batch in
+  between (HttpSink: begin writes the request, finish reads the answer).
 """
 import importlib
 import string
