@@ -266,6 +266,25 @@ def test_flush_cuts_the_linger_short(tmp_path):
         assert sink.offsets("t") == [0, 1, 2, 3, 4]
 
 
+def test_batch_weights_in_c_match_the_python_reference(tmp_path):
+    from pylog._records import Record, weigh_kv
+    from pylog.forward._sink import batch_bytes, batch_bytes_py
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        fill(t, 10)
+        t.append(b"x" * 5000, key=None, headers=[("h", b"abc"), ("n", None)])
+        t.append(b"", key=b"", headers=[("\u00e9", b"")])
+        recs = list(t.read(0))
+        assert any(type(r.value) is memoryview for r in recs)
+        assert batch_bytes(recs) == batch_bytes_py(recs) > 0
+        assert weigh_kv(recs) == sum(len(r.value) + len(r.key or b"")
+                                     for r in recs)
+        made = [Record(0, 0, None, bytearray(b"abc"), [("k", b"12")], "t")]
+        assert batch_bytes(made) == batch_bytes_py(made) == 6
+        assert batch_bytes([object()] * 0) == 0
+        del recs
+
+
 # ---- retries -------------------------------------------------------------------
 
 def test_retryable_errors_back_off_and_send_again_in_order(tmp_path):

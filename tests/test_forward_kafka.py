@@ -186,3 +186,25 @@ def test_a_missing_client_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "confluent_kafka", None)
     with pytest.raises(ImportError, match=r'pip install "pylog\[kafka\]"'):
         KafkaSink({"bootstrap.servers": "b"})
+
+
+def test_produce_arguments_in_c_match_the_python_reference(tmp_path):
+    # pylog._records.kafka_args vs KafkaSink._prepare_py: headers, no key,
+    # an empty key, values large enough to be memoryviews of the map
+    with pylog.open(tmp_path) as log:
+        a, b = log.topic("a"), log.topic("b")
+        append(a, records(20, "a"))
+        a.append(b"x" * 5000, key=None)
+        a.append(b"", key=b"", headers=[])
+        append(b, records(5, "b"))
+        recs = list(a.read(0)) + list(b.read(0))
+        assert any(type(r.value) is memoryview for r in recs)
+        s = KafkaSink({"test.mock.num.brokers": 1}, "up.{topic}")
+        try:
+            got = s._prepare(recs)
+            assert got == s._prepare_py(recs)
+            assert all(type(args[1]) is bytes for args in got)
+            assert {args[0] for args in got} == {"up.a", "up.b"}
+        finally:
+            s.close()
+        del recs, got

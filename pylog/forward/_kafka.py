@@ -27,6 +27,7 @@ import threading
 import time
 
 from .._errors import InvalidConfigError
+from .._records import kafka_args as _kafka_args
 from ._errors import RejectedError, RetryableError, UpstreamError
 from ._sink import Template, check_seconds, require
 
@@ -107,6 +108,7 @@ class KafkaSink:
         conf["on_delivery"] = self._on_delivery
         conf.setdefault("logger", _ClientLog())
         self._conf = conf
+        self._dests = {}  # destination by pylog topic (the template's)
         self._interrupted = threading.Event()
         self._mu = threading.Lock()
         self.last_error = None
@@ -160,7 +162,18 @@ class KafkaSink:
     def _prepare(self, records):
         """The produce() arguments of records, all positional (topic, value,
         key, partition, callback, on_delivery, timestamp, headers): keyword
-        arguments cost produce() about 0.4 us a record more."""
+        arguments cost produce() about 0.4 us a record more. Built in C for
+        Records (pylog._records.kafka_args), else by _prepare_py."""
+        try:
+            return _kafka_args(records, self._dests, self._dest_of)
+        except TypeError:
+            return self._prepare_py(records)
+
+    def _dest_of(self, topic):
+        return self.template.render(topic=topic)
+
+    def _prepare_py(self, records):
+        """_prepare in Python: the reference for kafka_args."""
         render, dests, out = self.template.render, {}, []
         put = out.append
         for r in records:
@@ -257,6 +270,8 @@ class KafkaSink:
                 status[same.pop(0)] = err
 
     def _outcome(self, p, records, status, purged):
+        if status.count(True) == len(status):  # all confirmed: no loop
+            return
         retry, refused, reasons, fatal = [], [], [], None
         for r, st in zip(records, status):
             if st is True:
