@@ -141,9 +141,16 @@ class TwoHalfSink(Sink):
         self.gate = gate      # an Event finish() waits for, or None
         self.begun = []       # offsets handed to begin, as they came
         self.finished = 0
+        self.prepared = []    # the lists prepare got
+        self.reused = 0       # begin calls that got a prepared list
+
+    def prepare(self, records):
+        self.prepared.append(records)
 
     def begin(self, records):
         self.begun.append([r.offset for r in records])
+        if any(p is records for p in self.prepared):
+            self.reused += 1
 
         def finish():
             if self.gate is not None:
@@ -172,6 +179,8 @@ def test_a_sink_in_two_halves_gets_the_next_batch_after_the_commit(tmp_path):
         assert sink.offsets("t") == list(range(1000))
         assert [b[0] for b in sink.begun] == list(range(0, 1000, 100))
         assert sink.finished == 10 and log.groups()["fw"] == {"t": 1000}
+        # the full batches read ahead were prepared, and begun as they were
+        assert len(sink.prepared) == sink.reused == 9
 
 
 def test_a_sink_in_two_halves_retries_before_the_batch_read_ahead(tmp_path):

@@ -24,7 +24,9 @@ One background thread runs the loop::
   the next batch polled, without waiting, between the two: the log read
   overlaps the upstream's work. That batch is sent only after the current
   one is committed, so the crash bound above holds, and a retry of the
-  current batch still goes first.
+  current batch still goes first. When that batch is full, the sink's
+  optional ``prepare(records)`` (HttpSink: encode the body) runs in the
+  same gap.
 - One thread polls, sends and commits, in that order. (A second thread
   polling and encoding the next batch while the first waited for its
   upstream made every sink slower in bench/forward.py: both threads run
@@ -197,6 +199,8 @@ class Forwarder:
         # begin(records) -> finish(): a sink's send in two halves (optional)
         begin = getattr(sink, "begin", None)
         self._begin = begin if callable(begin) else None
+        prepare = getattr(sink, "prepare", None)
+        self._prepare = prepare if callable(prepare) and self._begin else None
         self._ahead_error = None
         # Raises GroupInUseError (a consumer or forwarder of this name is
         # open) before anything is written.
@@ -490,6 +494,9 @@ class Forwarder:
                         # this thread polls the next one.
                         finish, begin = begin(part), None
                         ahead = self._poll_ahead()
+                        if ahead is not None and self._prepare is not None \
+                                and len(ahead[0]) >= self.batch_records:
+                            self._prepare(ahead[0])  # a full batch: no linger
                         finish()
                     else:
                         self.sink.send(part)

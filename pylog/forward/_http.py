@@ -149,6 +149,7 @@ class HttpSink:
             timeout=self._u3.Timeout(connect=timeout, read=timeout),
             **pool_kw)
         self._interrupted = threading.Event()
+        self._prepared = None  # (records, their number, body) of prepare
 
     def __repr__(self):
         return f"<pylog.forward.HttpSink {self.url!r} format={self.format!r}>"
@@ -168,6 +169,7 @@ class HttpSink:
         self._interrupted.set()
 
     def close(self):
+        self._prepared = None
         self._pool.clear()
 
     def _requests(self, records):
@@ -224,7 +226,12 @@ class HttpSink:
         url = self.template.static
         headers = ({**self.headers, **NDJSON_HEADERS} if self.headers
                    else NDJSON_HEADERS)
-        body = ndjson(records)
+        body = self._prepared
+        self._prepared = None
+        if body is None or body[0] is not records or body[1] != len(records):
+            body = ndjson(records)
+        else:
+            body = body[2]
         # What urllib3's urlopen turns into its own errors, and those.
         failures = (self._u3.exceptions.HTTPError, OSError,
                     http.client.HTTPException)
@@ -261,6 +268,12 @@ class HttpSink:
                 pool._put_conn(conn)
             self._answer(url, resp, len(records))
         return finish
+
+    def prepare(self, records):
+        """Encode the body begin(records) will send (the same list, not
+        grown since: anything else is encoded again there)."""
+        if self.format == "ndjson" and self.template.static is not None:
+            self._prepared = (records, len(records), ndjson(records))
 
     @staticmethod
     def _raw_headers(r):

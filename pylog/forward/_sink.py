@@ -14,7 +14,10 @@ forwarder's thread only. Optional methods, used when present:
 - ``begin(records)``: send in two halves, returning ``finish()``, which
   returns or raises as ``send`` would; the forwarder calls it once,
   before any other call of the sink, having polled its next batch in
-  between (HttpSink: begin writes the request, finish reads the answer).
+  between (HttpSink: begin writes the request, finish reads the answer);
+- ``prepare(records)``: with begin, called in that gap on the next batch
+  when it is full, before ``begin`` gets that same list (HttpSink: encodes
+  its body). A hint: begin must work without it.
 """
 import importlib
 import string
