@@ -218,6 +218,28 @@ def test_a_stop_drops_the_batch_read_ahead_uncommitted(tmp_path):
         assert sink2.offsets("t") == list(range(100, 300))
 
 
+def test_an_error_reading_ahead_fails_after_the_commit(tmp_path):
+    with pylog.open(tmp_path) as log:
+        t = log.topic("t")
+        fill(t, 300)
+        sink = TwoHalfSink()
+        fw = log.forwarder("fw", "t", sink, batch_records=100)
+        poll = fw._consumer.poll
+
+        def failing_poll(*a, **kw):
+            if kw.get("timeout") == 0:  # the read ahead
+                raise RuntimeError("disk gone")
+            return poll(*a, **kw)
+
+        fw._consumer.poll = failing_poll
+        fw.start()
+        assert wait_until(lambda: fw.state == "failed", 10)
+        assert isinstance(fw.error, RuntimeError)
+        assert log.groups()["fw"] == {"t": 100}  # the batch it followed
+        assert sink.offsets("t") == list(range(100))
+        fw.stop()
+
+
 def test_start_latest_forwards_only_new_records(tmp_path):
     with pylog.open(tmp_path) as log:
         t = log.topic("t")

@@ -469,6 +469,15 @@ class Forwarder:
             return None
         return (recs, time.monotonic()) if recs else None
 
+    def _prepare_ahead(self, records):
+        """sink.prepare on a full batch read ahead (no linger will grow it).
+        A hint only: its errors are left for begin to meet again."""
+        try:
+            self._prepare(records)
+        except Exception as exc:  # noqa: BLE001 - begin meets it again
+            log.debug("forwarder %r: sink.prepare: %s", self.name,
+                      _describe(exc))
+
     def _deliver(self, batch, positions):
         """Send a batch until every record is confirmed or refused (or the
         forwarder stops), then commit: positions, lowered to the first
@@ -496,7 +505,7 @@ class Forwarder:
                         ahead = self._poll_ahead()
                         if ahead is not None and self._prepare is not None \
                                 and len(ahead[0]) >= self.batch_records:
-                            self._prepare(ahead[0])  # a full batch: no linger
+                            self._prepare_ahead(ahead[0])
                         finish()
                     else:
                         self.sink.send(part)

@@ -150,6 +150,7 @@ class HttpSink:
             **pool_kw)
         self._interrupted = threading.Event()
         self._prepared = None  # (records, their number, body) of prepare
+        self._static_pool = None  # (urllib3 pool, request target) of begin
 
     def __repr__(self):
         return f"<pylog.forward.HttpSink {self.url!r} format={self.format!r}>"
@@ -169,7 +170,7 @@ class HttpSink:
         self._interrupted.set()
 
     def close(self):
-        self._prepared = None
+        self._prepared = self._static_pool = None
         self._pool.clear()
 
     def _requests(self, records):
@@ -236,14 +237,18 @@ class HttpSink:
         failures = (self._u3.exceptions.HTTPError, OSError,
                     http.client.HTTPException)
         try:
-            pool = self._pool.connection_from_url(url)
+            if self._static_pool is None:  # parsed once, not per batch
+                self._static_pool = (self._pool.connection_from_url(url),
+                                     pool_path(url))
+            pool, path = self._static_pool
             conn = pool._get_conn()
         except failures as exc:
+            self._static_pool = None  # e.g. a pool the manager closed
             raise RetryableError(f"POST {url}: {self._reason(exc)}") from None
         try:
             conn.timeout = self.timeout
             try:
-                conn.request("POST", pool_path(url), body=body,
+                conn.request("POST", path, body=body,
                              headers=headers)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the server may have answered already: read it
