@@ -208,3 +208,21 @@ def test_produce_arguments_in_c_match_the_python_reference(tmp_path):
         finally:
             s.close()
         del recs, got
+
+
+def test_a_full_local_queue_drains_and_every_record_goes_once_in_order(
+        tmp_path, kafka_mock):  # noqa: F811
+    # produce() raises BufferError every few records: the send picks up at
+    # the record that raised it
+    want = records(300, "s", keys=3)
+    with pylog.open(tmp_path) as log:
+        append(log.topic("s"), want)
+        s = KafkaSink({"bootstrap.servers": kafka_mock.bootstrap,
+                       "queue.buffering.max.messages": 7}, "up.{topic}")
+        with log.forwarder("cloud", "s", s, batch_records=100) as fw:
+            assert fw.flush(60)
+            assert fw.stats()["sent_records"] == 300
+            assert fw.stats()["retries"] == 0
+    got = kafka_mock.consume(["up.s"], until=lambda out: len(out) >= 300)
+    assert by_value(got) == collections.Counter(r["value"] for r in want)
+    check_key_order(got)
