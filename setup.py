@@ -1,7 +1,8 @@
 # Three compiled modules: the C core, compiled by cffi (out-of-line API
 # mode); pylog._records, a small CPython extension that builds Record
-# objects and frames batches in C (csrc/pyrecords.c); pylog.forward._ndjson,
-# which encodes the NDJSON body of an HTTP upload (csrc/ndjson.c).
+# objects and frames batches in C (csrc/pyrecords.c, pygetter.c,
+# pysinks.c); pylog.forward._ndjson, which encodes the NDJSON body of an
+# HTTP upload (csrc/ndjson.c).
 # Everything else is declared in pyproject.toml.
 import runpy
 
@@ -13,7 +14,8 @@ build = runpy.run_path("pylog/_build.py")
 setup(
     cffi_modules=["pylog/_build.py:ffibuilder"],
     ext_modules=[Extension(
-        "pylog._records", ["csrc/pyrecords.c"],
+        "pylog._records", ["csrc/pyrecords.c", "csrc/pygetter.c",
+                           "csrc/pysinks.c"],
         extra_compile_args=build["cflags"],
         extra_link_args=build["ldflags"],
     ), Extension(

@@ -1,6 +1,9 @@
 /*
- * pyrecords.c -- pylog._records: the Record type, the two loops that move
- * many records across the Python/C line in one call, and a get in one call.
+ * pyrecords.c -- pylog._records: the Record type and the two loops that
+ * move many records across the Python/C line in one call. The module's
+ * other parts: pygetter.c (Topic.get in one call), pysinks.c (what the
+ * forwarders' sinks and polls compute per record); pyrecords.h is what
+ * they share.
  *
  * The C core (the rest of csrc/) knows nothing of Python and is reached
  * through cffi. cffi cannot create Python objects in C, so the per-record
@@ -28,61 +31,12 @@
  *       when an item is not exactly bytes (the caller converts and reports
  *       errors).
  *
- *   weigh(records) -> int
- *       What a sequence of Records weighs for a forwarder's budgets and
- *       stats: len() of keys, values, header names and header values (the
- *       loop pylog.forward._sink.batch_bytes ran in Python, 0.16 us a
- *       record). weigh_kv(records): keys and values only, what a
- *       poll's max_bytes counts.
- *
- *   kafka_args(records, dests, dest_of) -> list
- *       KafkaSink's produce() arguments, one positional 8-tuple per Record:
- *       (destination, value as bytes, key, -1, None, None, timestamp,
- *       headers as a list or None). dests is a dict caching destinations
- *       by pylog topic, dest_of(topic) makes a missing one. The Python
- *       loop (KafkaSink._prepare_py) cost about 0.4 us a record.
- *
- *   Getter(read_fn, meta, pins, npins, which, mapp, views, keep,
- *          zero_copy_min, decode_headers).get(topic_handle, offset, name)
- *       Topic.get in one call: pl_topic_read (reached through the function
- *       pointer read_fn, an address the cffi module hands over) of one
- *       record into the thread's buffers (meta, pins, which, mapp are the
- *       addresses of its cffi arrays, kept alive by `keep`), and when the
- *       record lies in a pinned map (views[which]) the Record decoded from
- *       it. Otherwise it returns what pl_topic_read returned (an int): 1
- *       when the map is not pinned (its new reference is in *mapp for the
- *       caller to pin), 0 or a negative error code, and 0 for an offset
- *       that is not an int within int64; the caller takes its general path
- *       then. Through cffi the same get cost a call converting nine
- *       arguments, a list and a second call.
- *
  * decode and frame hold the GIL throughout and call nothing that could run
  * Python code between reading a sequence's items and using them, so items
- * cannot change or vanish underneath them. Getter.get releases the GIL
- * around pl_topic_read only (as cffi does), which touches no Python
- * object.
- */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <structmember.h>
-#include <stdint.h>
-#include <string.h>
-
-#define META 8 /* int64s per record in decode's metadata (PL_META) */
+ * cannot change or vanish underneath them.
+ */#include "pyrecords.h"
 
 /* ---- Record -------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *offset;
-    PyObject *timestamp;
-    PyObject *key;
-    PyObject *value;
-    PyObject *headers;
-    PyObject *topic;
-} Record;
-
-static PyTypeObject RecordType;
 
 static int record_traverse(Record *r, visitproc visit, void *arg) {
     Py_VISIT(r->offset);
@@ -227,7 +181,7 @@ static PyMemberDef record_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
-static PyTypeObject RecordType = {
+PyTypeObject RecordType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pylog.Record",
     .tp_basicsize = sizeof(Record),
@@ -250,7 +204,6 @@ static PyTypeObject RecordType = {
     .tp_methods = record_methods,
     .tp_members = record_members,
 };
-
 /* ---- decode ---------------------------------------------------------------- */
 
 /* Is [pos, pos + len) inside a buffer of size n? */
@@ -258,8 +211,8 @@ static int in_bounds(int64_t pos, int64_t len, Py_ssize_t n) {
     return pos >= 0 && len >= 0 && pos <= (int64_t)n && len <= (int64_t)n - pos;
 }
 
-static PyObject *decode_one(const int64_t *m, const Py_buffer *vb,
-                            PyObject *view, PyObject *topic, int64_t zc,
+PyObject *decode_one(const int64_t *m, const Py_buffer *vb,
+                     PyObject *view, PyObject *topic, int64_t zc,
                             PyObject *decode_headers, PyObject *empty) {
     int64_t kp = m[2], kl = m[3], vp = m[4], vl = m[5], hp = m[6], hl = m[7];
     const char *base = vb->buf;
@@ -349,157 +302,6 @@ done:
     return out;
 }
 
-/* ---- Getter ---------------------------------------------------------------- */
-
-typedef int (*read_fn)(void *topic, int64_t offset, int max_records,
-                       int64_t max_bytes, int64_t *meta, void *const *pins,
-                       int npins, int *pin_out, void **map_out);
-
-typedef struct {
-    PyObject_HEAD
-    read_fn read;
-    int64_t *meta;
-    void **pins;
-    int npins;
-    int *which;
-    void **mapp;
-    PyObject *views; /* list of npins: memoryview of pins[i], or None */
-    PyObject *keep;  /* owns meta, pins, which, mapp */
-    PyObject *decode_headers;
-    PyObject *empty;
-    long long zc;
-} Getter;
-
-static int getter_traverse(Getter *g, visitproc visit, void *arg) {
-    Py_VISIT(g->views);
-    Py_VISIT(g->keep);
-    Py_VISIT(g->decode_headers);
-    return 0;
-}
-
-static int getter_clear(Getter *g) {
-    Py_CLEAR(g->views);
-    Py_CLEAR(g->keep);
-    Py_CLEAR(g->decode_headers);
-    Py_CLEAR(g->empty);
-    return 0;
-}
-
-static void getter_dealloc(Getter *g) {
-    PyObject_GC_UnTrack(g);
-    getter_clear(g);
-    PyObject_GC_Del(g);
-}
-
-static void *address(PyObject *o) {
-    return PyLong_Check(o) ? PyLong_AsVoidPtr(o) : NULL;
-}
-
-static PyObject *getter_new(PyTypeObject *type, PyObject *args,
-                            PyObject *kw) {
-    PyObject *fn, *meta, *pins, *which, *mapp, *views, *keep, *dh;
-    int npins;
-    long long zc;
-    if (kw && PyDict_GET_SIZE(kw)) {
-        PyErr_SetString(PyExc_TypeError, "Getter takes no keywords");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "OOOiOOOOLO:Getter", &fn, &meta, &pins,
-                          &npins, &which, &mapp, &views, &keep, &zc, &dh))
-        return NULL;
-    void *a[5] = {address(fn), address(meta), address(pins), address(which),
-                  address(mapp)};
-    if (PyErr_Occurred()) return NULL;
-    for (int i = 0; i < 5; i++)
-        if (!a[i]) {
-            PyErr_SetString(PyExc_ValueError, "Getter: a null address");
-            return NULL;
-        }
-    if (!PyList_CheckExact(views) || PyList_GET_SIZE(views) != npins ||
-        npins < 1) {
-        PyErr_SetString(PyExc_ValueError,
-                        "Getter: views must be a list of npins entries");
-        return NULL;
-    }
-    Getter *g = PyObject_GC_New(Getter, type);
-    if (!g) return NULL;
-    g->read = (read_fn)a[0];
-    g->meta = a[1];
-    g->pins = a[2];
-    g->which = a[3];
-    g->mapp = a[4];
-    g->npins = npins;
-    g->zc = zc;
-    Py_INCREF(views);
-    g->views = views;
-    Py_INCREF(keep);
-    g->keep = keep;
-    Py_INCREF(dh);
-    g->decode_headers = dh;
-    g->empty = PyTuple_New(0);
-    PyObject_GC_Track(g);
-    if (!g->empty) {
-        Py_DECREF(g);
-        return NULL;
-    }
-    return (PyObject *)g;
-}
-
-static PyObject *getter_get(Getter *g, PyObject *const *args,
-                            Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError,
-                        "get(topic_handle, offset, name) takes 3 arguments");
-        return NULL;
-    }
-    void *t = address(args[0]);
-    if (!t) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "get: a null topic handle");
-        return NULL;
-    }
-    if (!PyLong_CheckExact(args[1])) return PyLong_FromLong(0);
-    int overflow = 0;
-    long long off = PyLong_AsLongLongAndOverflow(args[1], &overflow);
-    if (overflow) return PyLong_FromLong(0);
-    int n;
-    Py_BEGIN_ALLOW_THREADS
-    n = g->read(t, (int64_t)off, 1, 0, g->meta, g->pins, g->npins, g->which,
-                g->mapp);
-    Py_END_ALLOW_THREADS
-    int w = *g->which;
-    if (n != 1 || w < 0 || w >= g->npins) return PyLong_FromLong(n);
-    PyObject *view = PyList_GET_ITEM(g->views, w);
-    Py_buffer vb;
-    if (PyObject_GetBuffer(view, &vb, PyBUF_SIMPLE) < 0) return NULL;
-    Py_INCREF(view); /* decode_headers may run Python code */
-    PyObject *r = decode_one(g->meta, &vb, view, args[2], g->zc,
-                             g->decode_headers, g->empty);
-    PyBuffer_Release(&vb);
-    Py_DECREF(view);
-    return r;
-}
-
-static PyMethodDef getter_methods[] = {
-    {"get", (PyCFunction)(void (*)(void))getter_get, METH_FASTCALL,
-     "get(topic_handle, offset, name) -> Record, or the int pl_topic_read "
-     "returned when the record is not in a pinned map"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject GetterType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pylog._records.Getter",
-    .tp_basicsize = sizeof(Getter),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = PyDoc_STR("One thread's Topic.get in one call (internal)."),
-    .tp_new = getter_new,
-    .tp_dealloc = (destructor)getter_dealloc,
-    .tp_traverse = (traverseproc)getter_traverse,
-    .tp_clear = (inquiry)getter_clear,
-    .tp_methods = getter_methods,
-};
-
 /* ---- frame ----------------------------------------------------------------- */
 
 /* buf if it is a bytearray of at least n bytes, else a new bytearray of n
@@ -550,200 +352,6 @@ static PyObject *records_frame(PyObject *self, PyObject *args) {
         p += len;
     }
     return Py_BuildValue("(NN)", blob, lens);
-}
-
-/* ---- weigh ------------------------------------------------------------------ */
-
-/* len(obj) added to *n; -1 with an exception set on failure. */
-static int add_len(PyObject *obj, long long *n) {
-    Py_ssize_t len = PyBytes_CheckExact(obj) ? PyBytes_GET_SIZE(obj)
-                                             : PyObject_Size(obj);
-    if (len < 0) return -1;
-    *n += len;
-    return 0;
-}
-
-/* The weight of one header block: len(name) + len(value) per pair, a None
- * value weighing nothing. */
-static int add_headers(PyObject *h, long long *n) {
-    PyObject *seq = PySequence_Fast(h, "Record headers must be a sequence");
-    if (!seq) return -1;
-    Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t j = 0; j < m; j++) {
-        PyObject *pair = PySequence_Fast_GET_ITEM(seq, j);
-        Py_INCREF(pair);
-        PyObject *kv = PySequence_Fast(pair, "a header must be a pair");
-        int rc = -1;
-        if (kv && PySequence_Fast_GET_SIZE(kv) == 2) {
-            PyObject *v = PySequence_Fast_GET_ITEM(kv, 1);
-            rc = add_len(PySequence_Fast_GET_ITEM(kv, 0), n);
-            if (rc == 0 && v != Py_None)
-                rc = add_len(v, n);
-        } else if (kv) {
-            PyErr_SetString(PyExc_TypeError, "a header must be a pair");
-        }
-        Py_XDECREF(kv);
-        Py_DECREF(pair);
-        if (rc < 0) {
-            Py_DECREF(seq);
-            return -1;
-        }
-    }
-    Py_DECREF(seq);
-    return 0;
-}
-
-/* What records weigh: len() of values and keys, and with headers != 0 of
- * header names and values too. */
-static PyObject *weigh_records(PyObject *arg, int headers) {
-    PyObject *seq = PySequence_Fast(arg, "weigh() needs a sequence");
-    if (!seq) return NULL;
-    long long n = 0;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (!PyObject_TypeCheck(item, &RecordType)) {
-            PyErr_Format(PyExc_TypeError, "weigh() needs Records, not %.100s",
-                         Py_TYPE(item)->tp_name);
-            Py_DECREF(seq);
-            return NULL;
-        }
-        /* Fields are read-only, but a size of a Python-made field may run
-         * code that empties the list: hold the Record meanwhile. */
-        Py_INCREF(item);
-        Record *r = (Record *)item;
-        int rc = add_len(r->value, &n);
-        if (rc == 0 && r->key != Py_None)
-            rc = add_len(r->key, &n);
-        if (rc == 0 && headers && r->headers != Py_None) {
-            int full = PyObject_IsTrue(r->headers);
-            rc = full < 0 ? -1 : full ? add_headers(r->headers, &n) : 0;
-        }
-        Py_DECREF(item);
-        if (rc < 0) {
-            Py_DECREF(seq);
-            return NULL;
-        }
-    }
-    Py_DECREF(seq);
-    return PyLong_FromLongLong(n);
-}
-
-/* weigh(records) -> int: what records weigh for a forwarder's budgets and
- * stats (pylog.forward._sink.batch_bytes): keys, values, header names and
- * values. TypeError for an item that is not a Record. */
-static PyObject *records_weigh(PyObject *self, PyObject *arg) {
-    (void)self;
-    return weigh_records(arg, 1);
-}
-
-/* weigh_kv(records) -> int: values and keys only, what poll's max_bytes
- * counts. */
-static PyObject *records_weigh_kv(PyObject *self, PyObject *arg) {
-    (void)self;
-    return weigh_records(arg, 0);
-}
-
-/* ---- kafka_args -------------------------------------------------------------- */
-
-/* The produce() arguments of one Record, a new 8-tuple: (destination,
- * value as bytes, key, -1, None, None, timestamp, headers as a list or
- * None). dests caches destinations by pylog topic; dest_of(topic) makes a
- * missing one. */
-static PyObject *kafka_tuple(Record *r, PyObject *dests, PyObject *dest_of) {
-    PyObject *dest = PyDict_GetItemWithError(dests, r->topic);
-    if (dest) {
-        Py_INCREF(dest);
-    } else {
-        if (PyErr_Occurred()) return NULL;
-        dest = PyObject_CallFunctionObjArgs(dest_of, r->topic, NULL);
-        if (!dest || PyDict_SetItem(dests, r->topic, dest) < 0) {
-            Py_XDECREF(dest);
-            return NULL;
-        }
-    }
-    PyObject *value;
-    if (PyBytes_CheckExact(r->value)) {
-        value = r->value;
-        Py_INCREF(value);
-    } else { /* values of 1 KiB and more are memoryviews of a map */
-        value = PyBytes_FromObject(r->value);
-    }
-    PyObject *headers = Py_None;
-    int full = r->headers == Py_None ? 0 : PyObject_IsTrue(r->headers);
-    if (full > 0)
-        headers = PySequence_List(r->headers);
-    else if (full == 0)
-        Py_INCREF(headers);
-    else
-        headers = NULL;
-    PyObject *t = NULL;
-    if (value && headers)
-        t = PyTuple_New(8);
-    if (!t) {
-        Py_DECREF(dest);
-        Py_XDECREF(value);
-        Py_XDECREF(headers);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(t, 0, dest);
-    PyTuple_SET_ITEM(t, 1, value);
-    Py_INCREF(r->key);
-    PyTuple_SET_ITEM(t, 2, r->key);
-    PyTuple_SET_ITEM(t, 3, PyLong_FromLong(-1)); /* a cached small int */
-    Py_INCREF(Py_None);
-    PyTuple_SET_ITEM(t, 4, Py_None);
-    Py_INCREF(Py_None);
-    PyTuple_SET_ITEM(t, 5, Py_None);
-    Py_INCREF(r->timestamp);
-    PyTuple_SET_ITEM(t, 6, r->timestamp);
-    PyTuple_SET_ITEM(t, 7, headers);
-    return t;
-}
-
-/* kafka_args(records, dests, dest_of) -> list of produce() argument
- * tuples (KafkaSink._prepare); TypeError for an item that is not a
- * Record. */
-static PyObject *records_kafka_args(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *records, *dests, *dest_of;
-    if (!PyArg_ParseTuple(args, "OO!O:kafka_args", &records, &PyDict_Type,
-                          &dests, &dest_of))
-        return NULL;
-    PyObject *seq = PySequence_Fast(records, "kafka_args() needs a sequence");
-    if (!seq) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject *out = PyList_New(n);
-    if (!out) {
-        Py_DECREF(seq);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        /* dest_of may run code that changes the list: re-check the size */
-        if (i >= PySequence_Fast_GET_SIZE(seq)) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            "kafka_args(): the list changed");
-            goto fail;
-        }
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (!PyObject_TypeCheck(item, &RecordType)) {
-            PyErr_Format(PyExc_TypeError,
-                         "kafka_args() needs Records, not %.100s",
-                         Py_TYPE(item)->tp_name);
-            goto fail;
-        }
-        Py_INCREF(item);
-        PyObject *t = kafka_tuple((Record *)item, dests, dest_of);
-        Py_DECREF(item);
-        if (!t) goto fail;
-        PyList_SET_ITEM(out, i, t);
-    }
-    Py_DECREF(seq);
-    return out;
-fail:
-    Py_DECREF(seq);
-    Py_DECREF(out); /* unset items are NULL, which list dealloc skips */
-    return NULL;
 }
 
 /* ---- module ---------------------------------------------------------------- */

@@ -205,11 +205,16 @@ def test_stop_answers_the_request_in_flight_then_closes(log):
     port = ing.source.port
     while post(port, "/topics/events", b"v" * 200)[0] == 200:
         pass
+    received = ing.stats()["received"]
     out = []
     th = threading.Thread(target=lambda: out.append(
         post(port, "/topics/events", b"v" * 200)))
     th.start()
-    time.sleep(0.1)  # the request waits in the blocked append
+    deadline = time.monotonic() + 10
+    while ing.stats()["received"] == received:  # the request arrived
+        assert time.monotonic() < deadline, ing.stats()
+        time.sleep(0.005)
+    time.sleep(0.05)  # and waits in the blocked append
     ing.stop()
     th.join(10)
     assert out and out[0][0] == 503
